@@ -1,0 +1,271 @@
+//! Semantic validation that serde and the schema cannot express, shared by
+//! both front-ends. Every error names the offending field.
+
+use std::collections::HashSet;
+use std::path::{Component, Path};
+
+use super::{Object, VolumeRestoreSpec, VolumeSnapshotScheduleSpec, VolumeSnapshotSpec};
+use super::{RestoreQuiesce, SnapshotSource};
+
+/// A field path and what is wrong with it.
+pub type FieldError = (String, String);
+
+/// Validates a parsed object.
+pub fn object(obj: &Object) -> Result<(), FieldError> {
+    match obj {
+        Object::Snapshot(s) => snapshot_spec("spec", &s.spec),
+        Object::Restore(r) => restore_spec("spec", &r.spec),
+        Object::Schedule(s) => {
+            let name = s.metadata.name.as_deref().unwrap_or_default();
+            // Created snapshots are named <schedule>-<yyyymmddhhmmss>.
+            if name.len() > 253 - 15 {
+                return Err((
+                    "metadata.name".into(),
+                    "must be at most 238 characters: snapshots are named <schedule>-<yyyymmddhhmmss>".into(),
+                ));
+            }
+            schedule_spec("spec", &s.spec)
+        }
+    }
+}
+
+/// Validates a snapshot spec; `at` is the path of the spec itself.
+pub fn snapshot_spec(at: &str, spec: &VolumeSnapshotSpec) -> Result<(), FieldError> {
+    source(&format!("{at}.source"), &spec.source)?;
+    if let Some(node) = &spec.node_name {
+        dns_subdomain(node).map_err(|e| (format!("{at}.nodeName"), e))?;
+    }
+    Ok(())
+}
+
+fn source(at: &str, src: &SnapshotSource) -> Result<(), FieldError> {
+    let set = src.set_fields();
+    if set.len() != 1 {
+        let found = if set.is_empty() { "none".to_string() } else { set.join(", ") };
+        return Err((
+            at.into(),
+            format!(
+                "exactly one of paths, container, volume, persistentVolumeClaim, archive must be set; found {found}"
+            ),
+        ));
+    }
+    if let Some(paths) = &src.paths {
+        if paths.is_empty() {
+            return Err((format!("{at}.paths"), "must list at least one directory".into()));
+        }
+        if paths.len() > 64 {
+            return Err((format!("{at}.paths"), "at most 64 directories per snapshot".into()));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in paths.iter().enumerate() {
+            host_path(&p.path).map_err(|e| (format!("{at}.paths[{i}].path"), e))?;
+            if let Some(name) = &p.name {
+                dns_label(name).map_err(|e| (format!("{at}.paths[{i}].name"), e))?;
+                if !names.insert(name.as_str()) {
+                    return Err((format!("{at}.paths[{i}].name"), format!("duplicate volume name {name:?}")));
+                }
+            }
+        }
+    }
+    if let Some(c) = &src.container {
+        docker_name(c).map_err(|e| (format!("{at}.container"), e))?;
+    }
+    if let Some(v) = &src.volume {
+        docker_name(v).map_err(|e| (format!("{at}.volume"), e))?;
+    }
+    if let Some(pvc) = &src.persistent_volume_claim {
+        dns_subdomain(pvc).map_err(|e| (format!("{at}.persistentVolumeClaim"), e))?;
+    }
+    if let Some(a) = &src.archive {
+        host_path(&a.path).map_err(|e| (format!("{at}.archive.path"), e))?;
+    }
+    Ok(())
+}
+
+/// Validates a restore spec.
+pub fn restore_spec(at: &str, spec: &VolumeRestoreSpec) -> Result<(), FieldError> {
+    dns_subdomain(&spec.snapshot_name).map_err(|e| (format!("{at}.snapshotName"), e))?;
+    if let Some(volumes) = &spec.volumes {
+        if volumes.is_empty() {
+            return Err((
+                format!("{at}.volumes"),
+                "must name at least one volume, or be left out to restore all".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, v) in volumes.iter().enumerate() {
+            dns_label(v).map_err(|e| (format!("{at}.volumes[{i}]"), e))?;
+            if !seen.insert(v.as_str()) {
+                return Err((format!("{at}.volumes[{i}]"), format!("duplicate volume name {v:?}")));
+            }
+        }
+    }
+    if let Some(t) = &spec.target_path {
+        host_path(t).map_err(|e| (format!("{at}.targetPath"), e))?;
+    }
+    if spec.quiesce == RestoreQuiesce::None && spec.target_path.is_none() {
+        return Err((
+            format!("{at}.quiesce"),
+            "None is only allowed with targetPath: live data is never replaced under a running workload".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a schedule spec.
+pub fn schedule_spec(at: &str, spec: &VolumeSnapshotScheduleSpec) -> Result<(), FieldError> {
+    cron(&spec.schedule).map_err(|e| (format!("{at}.schedule"), e))?;
+    if let Some(tz) = &spec.time_zone {
+        jiff::tz::TimeZone::get(tz)
+            .map_err(|_| (format!("{at}.timeZone"), format!("unknown IANA time zone {tz:?}")))?;
+    }
+    snapshot_spec(&format!("{at}.snapshotTemplate.spec"), &spec.snapshot_template.spec)
+}
+
+/// A host path in a manifest: absolute, normalised enough that what the user
+/// sees is what is checked (no `..`, no NUL).
+pub fn host_path(p: &str) -> Result<(), String> {
+    if p.contains('\0') {
+        return Err("must not contain NUL bytes".into());
+    }
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return Err(format!("must be an absolute path, found {p:?}"));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(format!("must not contain '..' components, found {p:?}"));
+    }
+    Ok(())
+}
+
+/// RFC 1123 label: what Kubernetes requires of namespaces and volume names.
+pub fn dns_label(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 63 {
+        return Err(format!("must be 1 to 63 characters, found {}", s.len()));
+    }
+    if !label_chars_ok(s) {
+        return Err(format!(
+            "must consist of lower-case letters, digits and '-', and start and end with a letter or digit; found {s:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 1123 subdomain: what Kubernetes requires of object names.
+pub fn dns_subdomain(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 253 {
+        return Err(format!("must be 1 to 253 characters, found {}", s.len()));
+    }
+    if !s.split('.').all(label_chars_ok) {
+        return Err(format!(
+            "must consist of lower-case letters, digits, '-' and '.', each dot-separated part starting and ending with a letter or digit; found {s:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn label_chars_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// A Docker container or volume name (or ID): `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn docker_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if ok { Ok(()) } else { Err(format!("must match [a-zA-Z0-9][a-zA-Z0-9_.-]*, found {s:?}")) }
+}
+
+/// A 5-field cron expression. Checks shape and ranges; the scheduler parses it
+/// fully.
+pub fn cron(expr: &str) -> Result<(), String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "must have 5 fields (minute hour day-of-month month day-of-week), found {} in {expr:?}",
+            fields.len()
+        ));
+    }
+    const RANGES: [(&str, u32, u32); 5] =
+        [("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7)];
+    for (field, (what, lo, hi)) in fields.iter().zip(RANGES) {
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (part, None),
+            };
+            if let Some(step) = step {
+                match step.parse::<u32>() {
+                    Ok(n) if n > 0 => {}
+                    _ => return Err(format!("{what} field {field:?}: step must be a positive number")),
+                }
+            }
+            if range == "*" {
+                continue;
+            }
+            let bounds: Vec<&str> = range.split('-').collect();
+            if bounds.is_empty() || bounds.len() > 2 {
+                return Err(format!("{what} field {field:?}: expected N, N-M, * or a step"));
+            }
+            for b in bounds {
+                let n = cron_value(what, b).ok_or_else(|| format!("{what} field {field:?}: {b:?} is not a value"))?;
+                if n < lo || n > hi {
+                    return Err(format!("{what} field {field:?}: {n} is outside {lo}-{hi}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cron_value(what: &str, s: &str) -> Option<u32> {
+    if let Ok(n) = s.parse() {
+        return Some(n);
+    }
+    let s = s.to_ascii_lowercase();
+    let names: &[&str] = match what {
+        "month" => &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+        "day-of-week" => &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+        _ => return None,
+    };
+    let base = if what == "month" { 1 } else { 0 };
+    names.iter().position(|n| *n == s).map(|i| i as u32 + base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names() {
+        assert!(dns_label("app-data-1").is_ok());
+        assert!(dns_label("App").is_err());
+        assert!(dns_label("-a").is_err());
+        assert!(dns_label(&"a".repeat(64)).is_err());
+        assert!(dns_subdomain("a.b-c.d").is_ok());
+        assert!(dns_subdomain("a..b").is_err());
+        assert!(dns_subdomain("../etc").is_err());
+    }
+
+    #[test]
+    fn host_paths() {
+        assert!(host_path("/srv/app").is_ok());
+        assert!(host_path("srv/app").unwrap_err().contains("absolute"));
+        assert!(host_path("/srv/../etc").unwrap_err().contains(".."));
+        assert!(host_path("/srv/a\0b").is_err());
+    }
+
+    #[test]
+    fn cron_expressions() {
+        assert!(cron("0 3 * * *").is_ok());
+        assert!(cron("*/15 0-6 1,15 jan-mar mon-fri").is_ok());
+        assert!(cron("0 3 * *").unwrap_err().contains("5 fields"));
+        assert!(cron("60 3 * * *").unwrap_err().contains("outside"));
+        assert!(cron("*/0 3 * * *").unwrap_err().contains("step"));
+    }
+}
