@@ -1,0 +1,210 @@
+//! Snapshot status transitions. Pure functions of (status, facts, now).
+
+use super::conditions::set;
+use super::{reasons, types};
+use crate::api::{
+    ArchiveStatus, CapturedVolume, ConditionStatus as S, Phase, Progress, SkippedVolume, Time, VolumeSnapshotStatus,
+};
+
+/// What the reconciler should do with a snapshot next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing: the snapshot is Completed or Failed (a snapshot is taken once).
+    Nothing,
+    /// Capture (again, from scratch, if a previous attempt was interrupted).
+    Capture,
+}
+
+/// Decides the next step from the observed status. A Completed snapshot is
+/// never captured twice; an InProgress one found without a running worker
+/// (the daemon restarted) is captured again from scratch.
+pub fn next_step(status: Option<&VolumeSnapshotStatus>) -> Step {
+    match status.and_then(|s| s.phase) {
+        Some(p) if p.is_terminal() => Step::Nothing,
+        _ => Step::Capture,
+    }
+}
+
+/// Accepted and waiting for a worker (or for the volume lock).
+pub fn pending(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, reason: &str, message: &str) {
+    st.phase = Some(Phase::Pending);
+    st.observed_generation = Some(generation);
+    set(&mut st.conditions, types::READY, S::False, reason, message, Some(generation), now);
+    set(&mut st.conditions, types::PROGRESSING, S::False, reason, message, Some(generation), now);
+}
+
+/// A capture started.
+pub fn started(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, volumes: &[String]) {
+    st.phase = Some(Phase::InProgress);
+    st.observed_generation = Some(generation);
+    st.start_time = Some(now);
+    st.completion_time = None;
+    st.archive = None;
+    st.progress = Some(Progress::default());
+    let msg = format!("Capturing {} volume(s): {}", volumes.len(), volumes.join(", "));
+    set(&mut st.conditions, types::READY, S::False, reasons::CAPTURING, &msg, Some(generation), now);
+    set(&mut st.conditions, types::PROGRESSING, S::True, reasons::CAPTURING, &msg, Some(generation), now);
+}
+
+/// Progress counters of a running capture.
+pub fn progress(st: &mut VolumeSnapshotStatus, bytes_done: u64, bytes_total: u64) {
+    st.progress = Some(Progress { bytes_done, bytes_total });
+}
+
+/// The capture finished and the archive is recorded.
+pub fn completed(
+    st: &mut VolumeSnapshotStatus,
+    generation: i64,
+    now: Time,
+    archive: ArchiveStatus,
+    volumes: Vec<CapturedVolume>,
+    skipped: Vec<SkippedVolume>,
+) {
+    let files: u64 = volumes.iter().map(|v| v.files).sum();
+    let bytes: u64 = volumes.iter().map(|v| v.bytes).sum();
+    let troubled: Vec<String> = volumes
+        .iter()
+        .filter(|v| v.changed_during_read + v.vanished + v.unreadable > 0)
+        .map(|v| {
+            format!(
+                "{}: {} unreadable, {} changed while read, {} vanished",
+                v.name, v.unreadable, v.changed_during_read, v.vanished
+            )
+        })
+        .collect();
+    let mut msg = format!(
+        "Captured {} volume(s), {files} files, {bytes} bytes, into {} ({} bytes)",
+        volumes.len(),
+        archive.path,
+        archive.size_bytes
+    );
+    if !skipped.is_empty() {
+        let names: Vec<&str> = skipped.iter().map(|s| s.name.as_str()).collect();
+        msg.push_str(&format!("; skipped {} (see status.skipped)", names.join(", ")));
+    }
+    let reason = if troubled.is_empty() {
+        reasons::CAPTURED
+    } else {
+        msg.push_str(&format!(
+            "; NOT everything was captured as-is: {} (see status.volumes[].warnings)",
+            troubled.join("; ")
+        ));
+        reasons::CAPTURED_WITH_WARNINGS
+    };
+    st.phase = Some(Phase::Completed);
+    st.observed_generation = Some(generation);
+    st.completion_time = Some(now);
+    st.progress = Some(Progress { bytes_done: bytes, bytes_total: bytes });
+    st.volume_count = Some(volumes.len() as u32);
+    st.archive = Some(archive);
+    st.volumes = volumes;
+    st.skipped = skipped;
+    set(&mut st.conditions, types::READY, S::True, reason, &msg, Some(generation), now);
+    set(
+        &mut st.conditions,
+        types::PROGRESSING,
+        S::False,
+        reasons::COMPLETED,
+        "Capture finished",
+        Some(generation),
+        now,
+    );
+}
+
+/// The snapshot failed; `reason` is CamelCase, `message` says what and why.
+pub fn failed(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, reason: &str, message: &str) {
+    st.phase = Some(Phase::Failed);
+    st.observed_generation = Some(generation);
+    st.completion_time = Some(now);
+    st.progress = None;
+    st.archive = None;
+    set(&mut st.conditions, types::READY, S::False, reason, message, Some(generation), now);
+    set(&mut st.conditions, types::PROGRESSING, S::False, reasons::FAILED, message, Some(generation), now);
+}
+
+/// The recorded archive vanished from disk: the snapshot can no longer be
+/// restored from. Kept as Failed with the archive path in the message,
+/// never silently dropped.
+pub fn archive_missing(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, path: &str) {
+    let msg = format!(
+        "The archive {path} recorded for this snapshot is missing from disk; it cannot be restored from. Delete the object, or put the file back and recreate the object"
+    );
+    failed(st, generation, now, reasons::ARCHIVE_MISSING, &msg);
+}
+
+/// Files mode: report (or clear) an edit of the immutable spec.
+pub fn spec_changed(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, edit: Option<&str>) {
+    match edit {
+        Some(what) => {
+            set(&mut st.conditions, types::SPEC_CHANGED, S::True, reasons::SPEC_IMMUTABLE, what, Some(generation), now)
+        }
+        None => {
+            if super::conditions::get(&st.conditions, types::SPEC_CHANGED).is_some() {
+                set(
+                    &mut st.conditions,
+                    types::SPEC_CHANGED,
+                    S::False,
+                    reasons::SPEC_MATCHES,
+                    "The manifest's spec matches the spec the snapshot was taken with",
+                    Some(generation),
+                    now,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::conditions::{get, is_true};
+
+    fn t(s: i64) -> Time {
+        Time(jiff::Timestamp::from_second(s).unwrap())
+    }
+
+    #[test]
+    fn lifecycle() {
+        let mut st = VolumeSnapshotStatus::default();
+        assert_eq!(next_step(None), Step::Capture);
+        pending(&mut st, 1, t(1), reasons::PENDING, "waiting");
+        assert_eq!(next_step(Some(&st)), Step::Capture);
+        started(&mut st, 1, t(2), &["data".into()]);
+        assert!(is_true(&st.conditions, types::PROGRESSING));
+        assert_eq!(next_step(Some(&st)), Step::Capture, "an InProgress capture without a worker is redone");
+        let archive =
+            ArchiveStatus { path: "/a.tar.gz".into(), format: "tar+gzip".into(), size_bytes: 10, sha256: "x".into() };
+        let vol = CapturedVolume { name: "data".into(), files: 2, bytes: 5, ..Default::default() };
+        completed(&mut st, 1, t(3), archive, vec![vol], vec![]);
+        assert_eq!(st.phase, Some(Phase::Completed));
+        assert!(is_true(&st.conditions, types::READY));
+        assert!(!is_true(&st.conditions, types::PROGRESSING));
+        assert_eq!(get(&st.conditions, types::READY).unwrap().reason, reasons::CAPTURED);
+        assert_eq!(next_step(Some(&st)), Step::Nothing, "a Completed snapshot is never captured twice");
+    }
+
+    #[test]
+    fn warnings_are_not_hidden() {
+        let mut st = VolumeSnapshotStatus::default();
+        let archive = ArchiveStatus { path: "/a".into(), format: "tar+gzip".into(), size_bytes: 1, sha256: "x".into() };
+        let vol = CapturedVolume { name: "data".into(), unreadable: 1, ..Default::default() };
+        completed(&mut st, 1, t(3), archive, vec![vol], vec![]);
+        let ready = get(&st.conditions, types::READY).unwrap();
+        assert_eq!(ready.reason, reasons::CAPTURED_WITH_WARNINGS);
+        assert!(ready.message.contains("1 unreadable"));
+    }
+
+    #[test]
+    fn failure_and_spec_change() {
+        let mut st = VolumeSnapshotStatus::default();
+        failed(&mut st, 1, t(1), reasons::NO_DATA, "nothing to capture");
+        assert_eq!(st.phase, Some(Phase::Failed));
+        assert_eq!(next_step(Some(&st)), Step::Nothing);
+        spec_changed(&mut st, 1, t(2), None);
+        assert!(get(&st.conditions, types::SPEC_CHANGED).is_none(), "no condition until a change is seen");
+        spec_changed(&mut st, 1, t(2), Some("edited"));
+        assert!(is_true(&st.conditions, types::SPEC_CHANGED));
+        spec_changed(&mut st, 1, t(3), None);
+        assert!(!is_true(&st.conditions, types::SPEC_CHANGED));
+    }
+}

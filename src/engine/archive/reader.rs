@@ -1,0 +1,1452 @@
+//! Reading archives: listing, and structural verification of untrusted input.
+//!
+//! Both [`list`] and [`verify`] stream the archive once through the same
+//! walker, which enforces every structural rule of the format (SPEC
+//! section 3) and the safety rules of the untrusted-archive extractor:
+//! safe relative names under `volumes/<index>/`, allowed entry types only,
+//! hard links to earlier files of the same volume, no duplicates, no entry
+//! below a symlink or a file, size and entry caps, and intact compression
+//! (gzip CRC, zstd content checksum) up to the last byte of the file.
+//!
+//! Memory is bounded: file contents are streamed and discarded, extended
+//! headers (pax `x`, GNU `L`/`K`) larger than 1 MiB are refused before the
+//! `tar` crate buffers them, and the duplicate check keeps 16 bytes per name.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+use tar::{EntryType, Header};
+
+use super::{ArchiveManifest, FORMAT_VERSION, MANIFEST_ENTRY, VOLUMES_DIR, detect_compression};
+use crate::api::Compression;
+use crate::api::validate;
+
+/// Largest `volsnap.json` accepted.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+/// Largest extended header (pax `x`/`g`, GNU `L`/`K`) accepted.
+pub const MAX_EXTENSION_BYTES: u64 = 1 << 20;
+/// Largest run of zero bytes accepted after the end-of-archive marker.
+const MAX_TRAILING_ZEROS: u64 = 1 << 20;
+const BLOCK: u64 = 512;
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Why an archive is rejected. Messages name the offending entry.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// I/O failure reading the file.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// Not gzip or zstd data at all.
+    #[error("not a volsnap archive: {0}")]
+    NotAnArchive(String),
+    /// The stream ends early.
+    #[error("archive is truncated: {0}")]
+    Truncated(String),
+    /// The compressed data or the tar structure is damaged.
+    #[error("archive is corrupt: {0}")]
+    Corrupt(String),
+    /// The first entry is not `volsnap.json`.
+    #[error("not a volsnap archive: {0}")]
+    ManifestMissing(String),
+    /// `volsnap.json` is present but not acceptable.
+    #[error("invalid volsnap.json: {0}")]
+    ManifestInvalid(String),
+    /// An entry name or symlink that must not be extracted.
+    #[error("unsafe entry {entry:?}: {why}")]
+    UnsafePath {
+        /// Entry name (lossy UTF-8).
+        entry: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An entry type other than file, directory, symlink or hard link.
+    #[error(
+        "entry {entry:?} is a {kind}; volsnap archives hold only regular files, directories, symlinks and hard links"
+    )]
+    UnsupportedEntryType {
+        /// Entry name (lossy UTF-8).
+        entry: String,
+        /// The type found.
+        kind: String,
+    },
+    /// `volumes/<index>/` with an index the manifest does not list.
+    #[error("entry {entry:?} belongs to volume index {index}, which volsnap.json does not list")]
+    UnknownVolume {
+        /// Entry name (lossy UTF-8).
+        entry: String,
+        /// The index.
+        index: u32,
+    },
+    /// The same name twice.
+    #[error("duplicate entry {entry:?}")]
+    DuplicateEntry {
+        /// Entry name (lossy UTF-8).
+        entry: String,
+    },
+    /// A hard link that does not point to an earlier file of its volume.
+    #[error("hard link {entry:?} -> {target:?} rejected: {why}")]
+    BadHardlink {
+        /// Entry name (lossy UTF-8).
+        entry: String,
+        /// Link target (lossy UTF-8).
+        target: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The expanded content exceeds the cap.
+    #[error(
+        "archive content expands to more than the limit of {limit} bytes; refused as a possible decompression bomb"
+    )]
+    TooLarge {
+        /// The cap.
+        limit: u64,
+    },
+    /// More entries than the cap.
+    #[error("archive has more than the limit of {limit} entries")]
+    TooManyEntries {
+        /// The cap.
+        limit: u64,
+    },
+    /// The file's sha256 is not the expected one.
+    #[error("checksum mismatch: expected sha256 {expected}, the file has {actual}")]
+    ChecksumMismatch {
+        /// Expected (as given).
+        expected: String,
+        /// Computed.
+        actual: String,
+    },
+}
+
+/// Type of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+    /// Hard link to an earlier entry.
+    Hardlink,
+}
+
+impl EntryKind {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "directory",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Hardlink => "hardlink",
+        }
+    }
+}
+
+/// One entry, as listed (after validation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryInfo {
+    /// Normalised entry name (no trailing `/`), lossy UTF-8.
+    pub path: String,
+    /// Normalised entry name, exact bytes.
+    pub path_bytes: Vec<u8>,
+    /// Type.
+    pub kind: EntryKind,
+    /// Content size (0 for everything but files).
+    pub size: u64,
+    /// Permission bits (0o7777).
+    pub mode: u32,
+    /// Numeric owner.
+    pub uid: u64,
+    /// Numeric group.
+    pub gid: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Symlink target (as stored) or hard link target (normalised), lossy UTF-8.
+    pub link_target: Option<String>,
+}
+
+/// Limits for verification of untrusted archives.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyLimits {
+    /// Cap on the total size of file contents once expanded.
+    pub max_expanded_bytes: Option<u64>,
+    /// Cap on the number of entries (`volsnap.json` included).
+    pub max_entries: Option<u64>,
+    /// When set, the sha256 (hex, any case) the file must have.
+    pub expected_sha256: Option<String>,
+}
+
+/// Counts for one volume of a verified archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeReport {
+    /// Index (`volumes/<index>/`).
+    pub index: u32,
+    /// Name from the manifest.
+    pub name: String,
+    /// Regular files, hard links included.
+    pub files: u64,
+    /// Content bytes.
+    pub bytes: u64,
+}
+
+/// What verification found.
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    /// The manifest.
+    pub manifest: ArchiveManifest,
+    /// Compression.
+    pub compression: Compression,
+    /// sha256 of the archive file as read, hex.
+    pub sha256: String,
+    /// Size of the archive file as read.
+    pub size_bytes: u64,
+    /// Entries, `volsnap.json` included.
+    pub entries: u64,
+    /// Regular files, hard links included.
+    pub files: u64,
+    /// Content bytes of all files.
+    pub bytes: u64,
+    /// Per volume, in manifest order.
+    pub volumes: Vec<VolumeReport>,
+}
+
+/// Lists an archive, calling `visit` for every entry (`volsnap.json` first)
+/// once it has passed the checks, and returns the manifest.
+///
+/// # Security
+///
+/// Safe on untrusted input: the archive goes through every check of
+/// [`verify`] (without size caps or checksum), and the entries already
+/// visited when an error is returned were valid on their own. Nothing is
+/// written to disk.
+pub fn list(path: &Path, visit: &mut dyn FnMut(&EntryInfo)) -> Result<ArchiveManifest, ArchiveError> {
+    walk(path, &VerifyLimits::default(), visit).map(|r| r.manifest)
+}
+
+/// Reads the whole archive and checks its structure, its compression
+/// integrity and, when asked, its sha256.
+///
+/// # Security
+///
+/// Meant for untrusted input (adopted archives, archives about to be
+/// restored): memory stays bounded whatever the archive claims, content is
+/// never written anywhere, and the archive is rejected on path traversal
+/// (`..`, absolute or `.` names), names outside `volumes/<index>/`, unknown
+/// volume indexes, entry types other than file/directory/symlink/hard link,
+/// entries below a symlink or file entry, hard links that do not point to an
+/// earlier file of the same volume, duplicates, ambiguous extended headers,
+/// truncation, checksum errors, trailing garbage, and expansion or entry
+/// counts above `limits`. Symlink targets are data: they are not checked, and
+/// an extractor must never write through them.
+pub fn verify(path: &Path, limits: &VerifyLimits) -> Result<VerifyReport, ArchiveError> {
+    let report = walk(path, limits, &mut |_| {})?;
+    if let Some(expected) = &limits.expected_sha256
+        && !expected.trim().eq_ignore_ascii_case(&report.sha256)
+    {
+        return Err(ArchiveError::ChecksumMismatch { expected: expected.clone(), actual: report.sha256 });
+    }
+    Ok(report)
+}
+
+/// Checks an entry name and returns it normalised: components joined by a
+/// single `/`, no leading, trailing or repeated `/`.
+///
+/// # Security
+///
+/// Rejects empty and absolute names, NUL bytes, and `.` and `..` components.
+pub fn normalize_entry_name(raw: &[u8]) -> Result<Vec<u8>, String> {
+    if raw.is_empty() {
+        return Err("empty name".into());
+    }
+    if raw[0] == b'/' {
+        return Err("absolute name".into());
+    }
+    if raw.contains(&0) {
+        return Err("name contains a NUL byte".into());
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for comp in raw.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        if comp == b".." {
+            return Err("name contains a '..' component".into());
+        }
+        if comp == b"." {
+            return Err("name contains a '.' component".into());
+        }
+        if !out.is_empty() {
+            out.push(b'/');
+        }
+        out.extend_from_slice(comp);
+    }
+    if out.is_empty() {
+        return Err("empty name".into());
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// The walker.
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Hashes every byte read from the file; records whether the file itself
+/// failed (to tell I/O errors from corruption).
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+    failed: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.count += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.failed.set(true);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+type Raw = BufReader<HashingReader<File>>;
+
+// One per walk: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Decoder {
+    Gzip(flate2::bufread::GzDecoder<Raw>),
+    Zstd(zstd::stream::read::Decoder<'static, Raw>),
+}
+
+impl Read for Decoder {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Gzip(d) => d.read(buf),
+            Decoder::Zstd(d) => d.read(buf),
+        }
+    }
+}
+
+impl Decoder {
+    fn into_inner(self) -> Raw {
+        match self {
+            Decoder::Gzip(d) => d.into_inner(),
+            Decoder::Zstd(d) => d.finish(),
+        }
+    }
+}
+
+/// Follows the tar framing of the decompressed stream in front of the `tar`
+/// crate: refuses oversized extended headers before the crate buffers them
+/// whole, and notes whether the end-of-archive marker was reached.
+struct TarGuard<R> {
+    inner: R,
+    pos: u64,
+    next_header: u64,
+    hdr: [u8; BLOCK as usize],
+    hdr_fill: usize,
+    pax_range: Option<(u64, u64)>,
+    pax_buf: Vec<u8>,
+    pending_pax_size: Option<u64>,
+    /// A zero block was read where a header was due.
+    ended: bool,
+    /// The framing could not be followed (the `tar` crate reports why).
+    lost: bool,
+    /// The decompressed stream ended before the end-of-archive marker.
+    early_eof: Rc<Cell<bool>>,
+}
+
+impl<R: Read> TarGuard<R> {
+    fn new(inner: R, early_eof: Rc<Cell<bool>>) -> Self {
+        TarGuard {
+            early_eof,
+            inner,
+            pos: 0,
+            next_header: 0,
+            hdr: [0; BLOCK as usize],
+            hdr_fill: 0,
+            pax_range: None,
+            pax_buf: Vec::new(),
+            pending_pax_size: None,
+            ended: false,
+            lost: false,
+        }
+    }
+
+    fn observe(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut off = 0usize;
+        while off < data.len() && !self.ended && !self.lost {
+            let abs = self.pos + off as u64;
+            let left = data.len() - off;
+            if abs < self.next_header {
+                let n = (self.next_header - abs).min(left as u64) as usize;
+                if let Some((start, end)) = self.pax_range {
+                    let s = abs.max(start);
+                    let e = (abs + n as u64).min(end);
+                    if s < e {
+                        let from = off + (s - abs) as usize;
+                        self.pax_buf.extend_from_slice(&data[from..from + (e - s) as usize]);
+                    }
+                }
+                off += n;
+                continue;
+            }
+            let n = (BLOCK as usize - self.hdr_fill).min(left);
+            self.hdr[self.hdr_fill..self.hdr_fill + n].copy_from_slice(&data[off..off + n]);
+            self.hdr_fill += n;
+            off += n;
+            if self.hdr_fill == BLOCK as usize {
+                self.hdr_fill = 0;
+                self.on_header()?;
+            }
+        }
+        self.pos += data.len() as u64;
+        Ok(())
+    }
+
+    fn on_header(&mut self) -> io::Result<()> {
+        if self.pax_range.take().is_some() {
+            self.pending_pax_size = pax_size(&self.pax_buf);
+            self.pax_buf = Vec::new();
+        }
+        if self.hdr.iter().all(|&b| b == 0) {
+            self.ended = true;
+            return Ok(());
+        }
+        let header = Header::from_byte_slice(&self.hdr);
+        let Ok(mut size) = header.entry_size() else {
+            self.lost = true;
+            return Ok(());
+        };
+        let data_start = self.next_header + BLOCK;
+        match self.hdr[156] {
+            flag @ (b'x' | b'g' | b'L' | b'K') => {
+                if size > MAX_EXTENSION_BYTES {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "extended header ('{}') of {size} bytes exceeds the limit of {MAX_EXTENSION_BYTES} bytes",
+                            flag as char
+                        ),
+                    ));
+                }
+                match flag {
+                    b'x' => {
+                        self.pax_range = Some((data_start, data_start + size));
+                        self.pax_buf = Vec::with_capacity(size as usize);
+                    }
+                    b'g' => self.pending_pax_size = None,
+                    _ => {}
+                }
+            }
+            _ => {
+                if let Some(s) = self.pending_pax_size.take() {
+                    size = s;
+                }
+            }
+        }
+        match size.checked_add(BLOCK - 1).map(|s| s & !(BLOCK - 1)).and_then(|s| data_start.checked_add(s)) {
+            Some(next) => self.next_header = next,
+            None => self.lost = true,
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for TarGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.ended {
+            self.early_eof.set(true);
+        }
+        self.observe(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// The `size` the `tar` crate takes from a pax header (first valid record).
+fn pax_size(data: &[u8]) -> Option<u64> {
+    for ext in tar::PaxExtensions::new(data) {
+        let ext = ext.ok()?;
+        if ext.key_bytes() == b"size" {
+            return ext.value().ok()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// Kind of a name seen so far, for the duplicate and parent checks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+    Manifest,
+    /// Parent of an entry, without an entry of its own (yet).
+    Implicit,
+}
+
+fn name_key(name: &[u8]) -> [u8; 16] {
+    let digest = Sha256::digest(name);
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    file_failed: Rc<Cell<bool>>,
+    early_eof: Rc<Cell<bool>>,
+}
+
+impl Ctx<'_> {
+    fn io(&self, e: io::Error) -> ArchiveError {
+        ArchiveError::Io { path: self.path.display().to_string(), source: e }
+    }
+
+    /// Classifies an error met while decompressing or parsing.
+    fn stream(&self, e: io::Error) -> ArchiveError {
+        if self.file_failed.get() {
+            self.io(e)
+        } else if e.kind() == io::ErrorKind::UnexpectedEof || self.early_eof.get() {
+            ArchiveError::Truncated(e.to_string())
+        } else {
+            ArchiveError::Corrupt(e.to_string())
+        }
+    }
+}
+
+fn walk(path: &Path, limits: &VerifyLimits, visit: &mut dyn FnMut(&EntryInfo)) -> Result<VerifyReport, ArchiveError> {
+    let ctx = Ctx { path, file_failed: Rc::new(Cell::new(false)), early_eof: Rc::new(Cell::new(false)) };
+    let file = File::open(path).map_err(|e| ctx.io(e))?;
+    let hashing = HashingReader { inner: file, hasher: Sha256::new(), count: 0, failed: ctx.file_failed.clone() };
+    let mut raw = BufReader::with_capacity(READ_BUFFER, hashing);
+    let compression = {
+        let head = raw.fill_buf().map_err(|e| ctx.io(e))?;
+        detect_compression(head).ok_or_else(|| ArchiveError::NotAnArchive("not gzip or zstd".into()))?
+    };
+    let decoder = match compression {
+        Compression::Gzip => Decoder::Gzip(flate2::bufread::GzDecoder::new(raw)),
+        Compression::Zstd => {
+            Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| ctx.io(e))?.single_frame())
+        }
+    };
+    let mut archive = tar::Archive::new(TarGuard::new(decoder, ctx.early_eof.clone()));
+
+    let mut w = Walker {
+        ctx: &ctx,
+        limits,
+        seen: HashMap::new(),
+        volume_pos: HashMap::new(),
+        volumes: Vec::new(),
+        manifest: None,
+        entries: 0,
+        files: 0,
+        bytes: 0,
+        buf: vec![0u8; 64 * 1024],
+    };
+    {
+        let mut entries = archive.entries().map_err(|e| ctx.stream(e))?;
+        loop {
+            let entry = match entries.next() {
+                None => break,
+                Some(Ok(e)) => e,
+                Some(Err(e)) => return Err(ctx.stream(e)),
+            };
+            w.entry(entry, visit)?;
+        }
+    }
+    let manifest =
+        w.manifest.take().ok_or_else(|| ArchiveError::ManifestMissing("the archive holds no entries".into()))?;
+
+    // The end of the tar stream, then of the compressed stream, then of the file.
+    let mut guard = archive.into_inner();
+    if !guard.ended {
+        return Err(ArchiveError::Truncated("the tar stream ends without an end-of-archive marker".into()));
+    }
+    let mut trailing = 0u64;
+    loop {
+        let n = guard.read(&mut w.buf).map_err(|e| ctx.stream(e))?;
+        if n == 0 {
+            break;
+        }
+        if w.buf[..n].iter().any(|&b| b != 0) {
+            return Err(ArchiveError::Corrupt("non-zero data after the tar end-of-archive marker".into()));
+        }
+        trailing += n as u64;
+        if trailing > MAX_TRAILING_ZEROS {
+            return Err(ArchiveError::Corrupt(format!(
+                "more than {MAX_TRAILING_ZEROS} bytes of padding after the tar end-of-archive marker"
+            )));
+        }
+    }
+    if trailing < BLOCK {
+        return Err(ArchiveError::Truncated("the second block of the tar end-of-archive marker is missing".into()));
+    }
+    let mut raw = guard.inner.into_inner();
+    loop {
+        let n = raw.read(&mut w.buf).map_err(|e| ctx.io(e))?;
+        if n == 0 {
+            break;
+        }
+        if w.buf[..n].iter().any(|&b| b != 0) {
+            return Err(ArchiveError::Corrupt(format!(
+                "unexpected data after the end of the {} stream",
+                compression.as_str()
+            )));
+        }
+    }
+    let hashing = raw.into_inner();
+    let volumes = w.volumes;
+    Ok(VerifyReport {
+        manifest,
+        compression,
+        sha256: hex::encode(hashing.hasher.finalize()),
+        size_bytes: hashing.count,
+        entries: w.entries,
+        files: w.files,
+        bytes: w.bytes,
+        volumes,
+    })
+}
+
+struct Walker<'a> {
+    ctx: &'a Ctx<'a>,
+    limits: &'a VerifyLimits,
+    seen: HashMap<[u8; 16], Seen>,
+    volume_pos: HashMap<u32, usize>,
+    volumes: Vec<VolumeReport>,
+    manifest: Option<ArchiveManifest>,
+    entries: u64,
+    files: u64,
+    bytes: u64,
+    buf: Vec<u8>,
+}
+
+impl Walker<'_> {
+    fn entry<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<'_, R>,
+        visit: &mut dyn FnMut(&EntryInfo),
+    ) -> Result<(), ArchiveError> {
+        self.entries += 1;
+        if let Some(limit) = self.limits.max_entries
+            && self.entries > limit
+        {
+            return Err(ArchiveError::TooManyEntries { limit });
+        }
+        let raw_name = entry.path_bytes().into_owned();
+        let shown = lossy(&raw_name);
+        let ext = PaxInfo::read(&mut entry, &raw_name).map_err(ArchiveError::Corrupt)?;
+        let header = entry.header();
+        let entry_type = header.entry_type();
+        let kind = match entry_type {
+            EntryType::Regular => EntryKind::File,
+            EntryType::Directory => EntryKind::Dir,
+            EntryType::Symlink => EntryKind::Symlink,
+            EntryType::Link => EntryKind::Hardlink,
+            other => {
+                return Err(ArchiveError::UnsupportedEntryType { entry: shown, kind: type_name(other) });
+            }
+        };
+        if ext.sparse {
+            return Err(ArchiveError::UnsupportedEntryType { entry: shown, kind: "GNU sparse file".into() });
+        }
+        let corrupt = |e: io::Error| ArchiveError::Corrupt(format!("entry {shown:?}: {e}"));
+        let mode = header.mode().map_err(corrupt)? & 0o7777;
+        let uid = header.uid().map_err(corrupt)?;
+        let gid = header.gid().map_err(corrupt)?;
+        let mtime = match ext.mtime {
+            Some(m) => m,
+            None => header.mtime().map_err(corrupt)? as i64,
+        };
+        let size = entry.size();
+        let link_raw = entry.link_name_bytes().map(|l| l.into_owned());
+
+        let name =
+            normalize_entry_name(&raw_name).map_err(|why| ArchiveError::UnsafePath { entry: shown.clone(), why })?;
+        if kind == EntryKind::File && raw_name.ends_with(b"/") {
+            return Err(ArchiveError::UnsafePath {
+                entry: shown,
+                why: "a regular file entry whose name ends with '/'".into(),
+            });
+        }
+        if kind != EntryKind::File && size != 0 {
+            return Err(ArchiveError::Corrupt(format!(
+                "entry {shown:?} is a {} but carries {size} bytes of data",
+                kind.as_str()
+            )));
+        }
+
+        // The manifest: first, and only first.
+        if self.manifest.is_none() {
+            if name != MANIFEST_ENTRY.as_bytes() || kind != EntryKind::File {
+                return Err(ArchiveError::ManifestMissing(format!(
+                    "the first entry must be the file {MANIFEST_ENTRY}, found {} {shown:?}",
+                    kind.as_str()
+                )));
+            }
+            if size > MAX_MANIFEST_BYTES {
+                return Err(ArchiveError::ManifestInvalid(format!(
+                    "it is {size} bytes; the limit is {MAX_MANIFEST_BYTES}"
+                )));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            (&mut entry).take(size).read_to_end(&mut data).map_err(|e| self.ctx.stream(e))?;
+            if (data.len() as u64) < size {
+                return Err(ArchiveError::Truncated(format!("the archive ends inside {MANIFEST_ENTRY}")));
+            }
+            let manifest = parse_manifest(&data)?;
+            for (pos, v) in manifest.volumes.iter().enumerate() {
+                self.volume_pos.insert(v.index, pos);
+                self.volumes.push(VolumeReport { index: v.index, name: v.name.clone(), files: 0, bytes: 0 });
+            }
+            self.manifest = Some(manifest);
+            self.seen.insert(name_key(&name), Seen::Manifest);
+            visit(&EntryInfo {
+                path: MANIFEST_ENTRY.into(),
+                path_bytes: name,
+                kind,
+                size,
+                mode,
+                uid,
+                gid,
+                mtime,
+                link_target: None,
+            });
+            return Ok(());
+        }
+
+        if name == MANIFEST_ENTRY.as_bytes() {
+            return Err(ArchiveError::DuplicateEntry { entry: shown });
+        }
+        let (index, depth) = self.volume_of(&name, &shown)?;
+        let vpos = self.volume_pos[&index];
+        if depth == 2 && kind != EntryKind::Dir {
+            return Err(ArchiveError::UnsafePath {
+                entry: shown,
+                why: format!("the root of volume {index} must be a directory, found a {}", kind.as_str()),
+            });
+        }
+
+        // Parents: none may be a file or symlink entry.
+        for (i, _) in name.iter().enumerate().filter(|&(_, &b)| b == b'/') {
+            let parent = &name[..i];
+            match self.seen.entry(name_key(parent)) {
+                MapEntry::Vacant(v) => {
+                    v.insert(Seen::Implicit);
+                }
+                MapEntry::Occupied(o) => match o.get() {
+                    Seen::Dir | Seen::Implicit => {}
+                    other => {
+                        return Err(ArchiveError::UnsafePath {
+                            entry: shown,
+                            why: format!(
+                                "its parent {:?} is a {} entry, not a directory",
+                                lossy(parent),
+                                seen_name(*other)
+                            ),
+                        });
+                    }
+                },
+            }
+        }
+
+        let mut link_target = None;
+        match kind {
+            EntryKind::Symlink => {
+                let target = link_raw.unwrap_or_default();
+                if target.is_empty() {
+                    return Err(ArchiveError::UnsafePath { entry: shown, why: "symlink with an empty target".into() });
+                }
+                link_target = Some(lossy(&target));
+            }
+            EntryKind::Hardlink => {
+                let target_raw = link_raw.unwrap_or_default();
+                let bad =
+                    |why: String| ArchiveError::BadHardlink { entry: shown.clone(), target: lossy(&target_raw), why };
+                let target = normalize_entry_name(&target_raw).map_err(|w| bad(format!("unsafe target: {w}")))?;
+                let own_volume = &name[..volume_prefix_len(&name)];
+                if !(target.starts_with(own_volume) && matches!(target.get(own_volume.len()), None | Some(&b'/'))) {
+                    return Err(bad("the target is outside the link's volume".into()));
+                }
+                match self.seen.get(&name_key(&target)) {
+                    Some(Seen::File) => {}
+                    Some(other) => {
+                        return Err(bad(format!("the target is a {}, not a regular file", seen_name(*other))));
+                    }
+                    None => return Err(bad("the target is not an earlier entry of the archive".into())),
+                }
+                link_target = Some(lossy(&target));
+            }
+            EntryKind::File | EntryKind::Dir => {}
+        }
+
+        // The name itself.
+        let seen_kind = match kind {
+            EntryKind::File => Seen::File,
+            EntryKind::Dir => Seen::Dir,
+            EntryKind::Symlink => Seen::Symlink,
+            EntryKind::Hardlink => Seen::Hardlink,
+        };
+        match self.seen.entry(name_key(&name)) {
+            MapEntry::Vacant(v) => {
+                v.insert(seen_kind);
+            }
+            MapEntry::Occupied(mut o) => {
+                if *o.get() == Seen::Implicit && kind == EntryKind::Dir {
+                    o.insert(Seen::Dir);
+                } else if *o.get() == Seen::Implicit {
+                    return Err(ArchiveError::UnsafePath {
+                        entry: shown,
+                        why: format!("earlier entries use it as a directory, but it is a {}", kind.as_str()),
+                    });
+                } else {
+                    return Err(ArchiveError::DuplicateEntry { entry: shown });
+                }
+            }
+        }
+
+        if kind == EntryKind::File {
+            if let Some(limit) = self.limits.max_expanded_bytes
+                && self.bytes.saturating_add(size) > limit
+            {
+                return Err(ArchiveError::TooLarge { limit });
+            }
+            let mut left = size;
+            while left > 0 {
+                let want = left.min(self.buf.len() as u64) as usize;
+                let n = match entry.read(&mut self.buf[..want]) {
+                    Ok(0) => {
+                        return Err(ArchiveError::Truncated(format!("the archive ends inside the data of {shown:?}")));
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(self.ctx.stream(e)),
+                };
+                left -= n as u64;
+            }
+            self.bytes += size;
+        }
+        if matches!(kind, EntryKind::File | EntryKind::Hardlink) {
+            self.files += 1;
+            let v = &mut self.volumes[vpos];
+            v.files += 1;
+            v.bytes += size;
+        }
+        visit(&EntryInfo { path: lossy(&name), path_bytes: name, kind, size, mode, uid, gid, mtime, link_target });
+        Ok(())
+    }
+
+    /// The volume index of `volumes/<index>/...` and the component count.
+    fn volume_of(&self, name: &[u8], shown: &str) -> Result<(u32, usize), ArchiveError> {
+        let mut comps = name.split(|&b| b == b'/');
+        let depth = name.split(|&b| b == b'/').count();
+        let unsafe_path = |why: &str| ArchiveError::UnsafePath { entry: shown.to_string(), why: why.into() };
+        if comps.next() != Some(VOLUMES_DIR.as_bytes()) {
+            return Err(unsafe_path("outside volumes/<index>/"));
+        }
+        let Some(idx) = comps.next() else {
+            return Err(unsafe_path("outside volumes/<index>/"));
+        };
+        let canonical = !idx.is_empty() && idx.iter().all(u8::is_ascii_digit) && (idx == b"0" || idx[0] != b'0');
+        let index = std::str::from_utf8(idx).ok().filter(|_| canonical).and_then(|s| s.parse::<u32>().ok());
+        let Some(index) = index else {
+            return Err(unsafe_path("the directory under volumes/ is not a volume index"));
+        };
+        if !self.volume_pos.contains_key(&index) {
+            return Err(ArchiveError::UnknownVolume { entry: shown.to_string(), index });
+        }
+        Ok((index, depth))
+    }
+}
+
+/// Length of the `volumes/<index>` prefix of a validated name.
+fn volume_prefix_len(name: &[u8]) -> usize {
+    let mut slashes = name.iter().enumerate().filter(|&(_, &b)| b == b'/').map(|(i, _)| i);
+    slashes.next();
+    slashes.next().unwrap_or(name.len())
+}
+
+fn seen_name(s: Seen) -> &'static str {
+    match s {
+        Seen::File => "file",
+        Seen::Dir | Seen::Implicit => "directory",
+        Seen::Symlink => "symlink",
+        Seen::Hardlink => "hardlink",
+        Seen::Manifest => "manifest",
+    }
+}
+
+fn type_name(t: EntryType) -> String {
+    match t {
+        EntryType::Char => "character device".into(),
+        EntryType::Block => "block device".into(),
+        EntryType::Fifo => "FIFO".into(),
+        EntryType::Continuous => "contiguous file".into(),
+        EntryType::GNUSparse => "GNU sparse file".into(),
+        EntryType::XGlobalHeader => "pax global header".into(),
+        EntryType::XHeader => "pax extended header without an entry".into(),
+        EntryType::GNULongName | EntryType::GNULongLink => "GNU long name without an entry".into(),
+        other => format!("entry of type {:?}", other.as_byte() as char),
+    }
+}
+
+/// What the pax records of an entry say, after consistency checks.
+struct PaxInfo {
+    mtime: Option<i64>,
+    sparse: bool,
+}
+
+impl PaxInfo {
+    fn read<R: Read>(entry: &mut tar::Entry<'_, R>, name: &[u8]) -> Result<PaxInfo, String> {
+        let mut info = PaxInfo { mtime: None, sparse: false };
+        let link = entry.link_name_bytes().map(|l| l.into_owned());
+        let shown = lossy(name);
+        let Some(exts) = entry.pax_extensions().map_err(|e| format!("entry {shown:?}: {e}"))? else {
+            return Ok(info);
+        };
+        let mut keys: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        for ext in exts {
+            let ext = ext.map_err(|_| format!("entry {shown:?}: malformed pax extended header record"))?;
+            let key = ext.key_bytes();
+            if !keys.insert(key.to_vec()) {
+                return Err(format!("entry {shown:?}: pax record {:?} appears twice", lossy(key)));
+            }
+            let value = ext.value_bytes();
+            let bad = || format!("entry {shown:?}: invalid pax {} value {:?}", lossy(key), lossy(value));
+            match key {
+                b"path" if value != name => {
+                    return Err(format!("entry {shown:?}: pax path and GNU long name disagree"));
+                }
+                b"linkpath" if Some(value) != link.as_deref() => {
+                    return Err(format!("entry {shown:?}: pax linkpath and GNU long link disagree"));
+                }
+                b"size" | b"uid" | b"gid" => {
+                    std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad)?;
+                }
+                b"mtime" => info.mtime = Some(parse_pax_time(value).ok_or_else(bad)?),
+                _ if key.starts_with(b"GNU.sparse.") => info.sparse = true,
+                _ => {}
+            }
+        }
+        Ok(info)
+    }
+}
+
+/// `[-]seconds[.fraction]` to whole seconds (rounded towards minus infinity).
+fn parse_pax_time(v: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (s, None),
+    };
+    let secs: i64 = int.parse().ok()?;
+    match frac {
+        None => Some(secs),
+        Some(f) => {
+            if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let nonzero = f.bytes().any(|b| b != b'0');
+            if int.starts_with('-') && nonzero { secs.checked_sub(1) } else { Some(secs) }
+        }
+    }
+}
+
+fn parse_manifest(data: &[u8]) -> Result<ArchiveManifest, ArchiveError> {
+    let invalid = ArchiveError::ManifestInvalid;
+    let manifest: ArchiveManifest = serde_json::from_slice(data).map_err(|e| invalid(e.to_string()))?;
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(invalid(format!(
+            "format version {} is not supported (this volsnap reads version {FORMAT_VERSION})",
+            manifest.format_version
+        )));
+    }
+    validate::dns_label(&manifest.snapshot.namespace).map_err(|e| invalid(format!("snapshot.namespace {e}")))?;
+    validate::dns_subdomain(&manifest.snapshot.name).map_err(|e| invalid(format!("snapshot.name {e}")))?;
+    if manifest.volumes.is_empty() {
+        return Err(invalid("it lists no volumes".into()));
+    }
+    let mut indexes = std::collections::HashSet::new();
+    let mut names = std::collections::HashSet::new();
+    for v in &manifest.volumes {
+        validate::dns_label(&v.name).map_err(|e| invalid(format!("volume name {:?}: {e}", v.name)))?;
+        if !indexes.insert(v.index) {
+            return Err(invalid(format!("volume index {} appears twice", v.index)));
+        }
+        if !names.insert(v.name.as_str()) {
+            return Err(invalid(format!("volume name {:?} appears twice", v.name)));
+        }
+    }
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::engine::archive::{ArchiveWriter, EntryMeta};
+
+    struct E {
+        name: Vec<u8>,
+        kind: u8,
+        data: Vec<u8>,
+        link: Vec<u8>,
+    }
+
+    fn e(name: &str, kind: u8, data: &[u8]) -> E {
+        E { name: name.as_bytes().to_vec(), kind, data: data.to_vec(), link: Vec::new() }
+    }
+
+    fn link(name: &str, kind: u8, target: &str) -> E {
+        E { name: name.as_bytes().to_vec(), kind, data: Vec::new(), link: target.as_bytes().to_vec() }
+    }
+
+    fn manifest_json(version: u32, volumes: &[(u32, &str)]) -> Vec<u8> {
+        let vols: Vec<serde_json::Value> = volumes
+            .iter()
+            .map(|(i, n)| serde_json::json!({"index": i, "name": n, "source": format!("/srv/{n}")}))
+            .collect();
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "formatVersion": version,
+            "snapshot": {"namespace": "default", "name": "snap-1", "uid": "u1"},
+            "creationTimestamp": "2026-01-02T03:04:05Z",
+            "volumes": vols,
+        }))
+        .unwrap()
+    }
+
+    fn manifest() -> E {
+        e("volsnap.json", b'0', &manifest_json(1, &[(0, "data"), (1, "conf")]))
+    }
+
+    fn good() -> Vec<E> {
+        vec![
+            manifest(),
+            e("volumes/0/", b'5', b""),
+            e("volumes/0/file", b'0', b"hello"),
+            link("volumes/0/link", b'2', "../../../etc/passwd"),
+            link("volumes/0/hard", b'1', "volumes/0/file"),
+            e("volumes/1/", b'5', b""),
+            e("volumes/1/conf", b'0', b"k=v"),
+        ]
+    }
+
+    fn raw_header(name: &[u8], kind: u8, size: u64, link: &[u8]) -> Header {
+        let mut h = Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(size);
+        h.set_entry_type(EntryType::new(kind));
+        if !link.is_empty() {
+            h.set_link_name_literal(link).unwrap();
+        }
+        h.set_cksum();
+        h
+    }
+
+    fn tar_of(entries: &[E], end: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for en in entries {
+            out.extend_from_slice(raw_header(&en.name, en.kind, en.data.len() as u64, &en.link).as_bytes());
+            out.extend_from_slice(&en.data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        if end {
+            out.extend_from_slice(&[0u8; 1024]);
+        }
+        out
+    }
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    struct Files(tempfile::TempDir, usize);
+
+    impl Files {
+        fn new() -> Self {
+            Files(tempfile::tempdir().unwrap(), 0)
+        }
+        fn put(&mut self, bytes: &[u8]) -> PathBuf {
+            self.1 += 1;
+            let p = self.0.path().join(format!("a{}.tar.gz", self.1));
+            std::fs::write(&p, bytes).unwrap();
+            p
+        }
+        fn entries(&mut self, entries: &[E]) -> PathBuf {
+            self.put(&gz(&tar_of(entries, true)))
+        }
+    }
+
+    fn check(entries: Vec<E>) -> Result<VerifyReport, ArchiveError> {
+        let mut f = Files::new();
+        let p = f.entries(&entries);
+        verify(&p, &VerifyLimits::default())
+    }
+
+    #[test]
+    fn good_archive_verifies_and_lists() {
+        let r = check(good()).unwrap();
+        assert_eq!((r.entries, r.files, r.bytes), (7, 3, 8));
+        assert_eq!(r.volumes[0], VolumeReport { index: 0, name: "data".into(), files: 2, bytes: 5 });
+        assert_eq!(r.volumes[1], VolumeReport { index: 1, name: "conf".into(), files: 1, bytes: 3 });
+        let mut f = Files::new();
+        let p = f.entries(&good());
+        let mut seen = Vec::new();
+        list(&p, &mut |e| seen.push((e.path.clone(), e.kind, e.link_target.clone()))).unwrap();
+        assert_eq!(seen[0], ("volsnap.json".into(), EntryKind::File, None));
+        assert_eq!(seen[1], ("volumes/0".into(), EntryKind::Dir, None));
+        assert_eq!(seen[3], ("volumes/0/link".into(), EntryKind::Symlink, Some("../../../etc/passwd".into())));
+        assert_eq!(seen[4], ("volumes/0/hard".into(), EntryKind::Hardlink, Some("volumes/0/file".into())));
+        // sha256 and size are those of the file.
+        let bytes = std::fs::read(&p).unwrap();
+        let r = verify(&p, &VerifyLimits::default()).unwrap();
+        assert_eq!(r.sha256, hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(r.size_bytes, bytes.len() as u64);
+    }
+
+    fn with(extra: Vec<E>) -> Vec<E> {
+        let mut v = good();
+        v.extend(extra);
+        v
+    }
+
+    #[test]
+    fn rejects_dotdot() {
+        let err = check(with(vec![e("volumes/0/../../etc/cron.d/x", b'0', b"x")])).unwrap_err();
+        assert!(matches!(&err, ArchiveError::UnsafePath { why, .. } if why.contains("..")), "{err}");
+        assert!(err.to_string().contains("volumes/0/../../etc/cron.d/x"), "{err}");
+        let err = check(with(vec![e("volumes/0/./x", b'0', b"x")])).unwrap_err();
+        assert!(matches!(err, ArchiveError::UnsafePath { .. }), "{err}");
+    }
+
+    #[test]
+    fn rejects_absolute() {
+        let err = check(with(vec![e("/etc/passwd", b'0', b"x")])).unwrap_err();
+        assert!(matches!(&err, ArchiveError::UnsafePath { why, .. } if why.contains("absolute")), "{err}");
+    }
+
+    #[test]
+    fn rejects_outside_volumes() {
+        for name in ["other/file", "volumes", "volumes/x/file", "volumes/00/file", "file"] {
+            let err = check(with(vec![e(name, b'0', b"x")])).unwrap_err();
+            assert!(matches!(err, ArchiveError::UnsafePath { .. }), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_volume() {
+        let err = check(with(vec![e("volumes/7/file", b'0', b"x")])).unwrap_err();
+        assert!(matches!(err, ArchiveError::UnknownVolume { index: 7, .. }), "{err}");
+    }
+
+    #[test]
+    fn rejects_devices_fifos_and_global_headers() {
+        for (kind, what) in [(b'3', "character device"), (b'4', "block device"), (b'6', "FIFO"), (b'g', "global")] {
+            let err = check(with(vec![e("volumes/0/dev", kind, b"")])).unwrap_err();
+            assert!(
+                matches!(&err, ArchiveError::UnsupportedEntryType { kind, .. } if kind.contains(what)),
+                "{what}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_hardlinks() {
+        let cases = [
+            (vec![link("volumes/0/h", b'1', "volumes/0/later"), e("volumes/0/later", b'0', b"x")], "earlier"),
+            (vec![link("volumes/0/h", b'1', "volumes/0/nope")], "earlier"),
+            (vec![link("volumes/0/h", b'1', "volumes/1/conf")], "outside"),
+            (vec![link("volumes/0/h", b'1', "volumes/0/link")], "symlink"),
+            (vec![link("volumes/0/h", b'1', "volumes/0")], "directory"),
+            (vec![link("volumes/0/h", b'1', "/etc/shadow")], "unsafe"),
+            (vec![link("volumes/0/h", b'1', "volumes/0/../../etc/shadow")], "unsafe"),
+            (vec![link("volumes/0/h", b'1', "volsnap.json")], "outside"),
+        ];
+        for (extra, why_part) in cases {
+            let err = check(with(extra)).unwrap_err();
+            assert!(
+                matches!(&err, ArchiveError::BadHardlink { why, .. } if why.contains(why_part)),
+                "{why_part}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_duplicates_and_conflicts() {
+        let err = check(with(vec![e("volumes/0/file", b'0', b"again")])).unwrap_err();
+        assert!(matches!(err, ArchiveError::DuplicateEntry { .. }), "{err}");
+        let err = check(with(vec![e("volumes/0//file", b'0', b"again")])).unwrap_err();
+        assert!(matches!(err, ArchiveError::DuplicateEntry { .. }), "{err}");
+        let err = check(with(vec![e("volsnap.json", b'0', b"{}")])).unwrap_err();
+        assert!(matches!(err, ArchiveError::DuplicateEntry { .. }), "{err}");
+        // Writing through a symlink, or below a file.
+        let err = check(with(vec![e("volumes/0/link/passwd", b'0', b"x")])).unwrap_err();
+        assert!(matches!(&err, ArchiveError::UnsafePath { why, .. } if why.contains("symlink")), "{err}");
+        let err = check(with(vec![e("volumes/0/file/x", b'0', b"x")])).unwrap_err();
+        assert!(matches!(err, ArchiveError::UnsafePath { .. }), "{err}");
+        // A symlink where earlier entries made a directory.
+        let err = check(with(vec![e("volumes/0/d/x", b'0', b"x"), link("volumes/0/d", b'2', "/etc")])).unwrap_err();
+        assert!(matches!(err, ArchiveError::UnsafePath { .. }), "{err}");
+        // A directory entry after its contents is fine.
+        check(with(vec![e("volumes/0/d/x", b'0', b"x"), e("volumes/0/d/", b'5', b"")])).unwrap();
+        // The volume root must be a directory.
+        let mut v = good();
+        v[5] = e("volumes/1", b'0', b"x");
+        v.truncate(6);
+        let err = check(v).unwrap_err();
+        assert!(matches!(err, ArchiveError::UnsafePath { .. }), "{err}");
+    }
+
+    #[test]
+    fn rejects_missing_or_misplaced_manifest() {
+        let mut v = good();
+        v.remove(0);
+        let err = check(v).unwrap_err();
+        assert!(matches!(err, ArchiveError::ManifestMissing(_)), "{err}");
+        assert!(err.to_string().contains("volsnap.json"), "{err}");
+
+        let mut v = good();
+        v.swap(0, 1);
+        let err = check(v).unwrap_err();
+        assert!(matches!(err, ArchiveError::ManifestMissing(_)), "{err}");
+
+        let err = check(Vec::new()).unwrap_err();
+        assert!(matches!(err, ArchiveError::ManifestMissing(_)), "{err}");
+    }
+
+    #[test]
+    fn rejects_malformed_manifest() {
+        let bad = [
+            b"{not json".to_vec(),
+            manifest_json(2, &[(0, "data")]),
+            manifest_json(1, &[]),
+            manifest_json(1, &[(0, "data"), (0, "other")]),
+            manifest_json(1, &[(0, "data"), (1, "data")]),
+            manifest_json(1, &[(0, "Not_A_Label")]),
+        ];
+        for json in bad {
+            let mut v = good();
+            v[0] = E { name: b"volsnap.json".to_vec(), kind: b'0', data: json.clone(), link: Vec::new() };
+            let err = check(v).unwrap_err();
+            assert!(matches!(err, ArchiveError::ManifestInvalid(_)), "{}: {err}", String::from_utf8_lossy(&json));
+        }
+        let mut v = good();
+        v[0].data = vec![b' '; (MAX_MANIFEST_BYTES + 1) as usize];
+        let err = check(v).unwrap_err();
+        assert!(matches!(err, ArchiveError::ManifestInvalid(_)), "{err}");
+    }
+
+    /// A real archive, as written by [`ArchiveWriter`], with some volume.
+    fn written(compression: Compression) -> Vec<u8> {
+        let mut w = ArchiveWriter::new(Vec::new(), compression).unwrap();
+        let json = manifest_json(1, &[(0, "data")]);
+        let m = EntryMeta { mode: 0o644, uid: 0, gid: 0, mtime: 1 };
+        w.append_file(b"volsnap.json", &m, json.len() as u64, &mut &json[..]).unwrap();
+        w.append_dir(b"volumes/0", &m).unwrap();
+        let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        w.append_file(b"volumes/0/data", &m, data.len() as u64, &mut &data[..]).unwrap();
+        w.finish().unwrap().0
+    }
+
+    #[test]
+    fn rejects_truncated_archives() {
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let bytes = written(c);
+            let mut f = Files::new();
+            verify(&f.put(&bytes), &VerifyLimits::default()).unwrap();
+            let err = verify(&f.put(&bytes[..bytes.len() / 2]), &VerifyLimits::default()).unwrap_err();
+            assert!(matches!(err, ArchiveError::Truncated(_)), "{c:?}: {err}");
+            let err = verify(&f.put(&bytes[..bytes.len() - 3]), &VerifyLimits::default()).unwrap_err();
+            assert!(matches!(err, ArchiveError::Truncated(_) | ArchiveError::Corrupt(_)), "{c:?}: {err}");
+        }
+        // A complete gzip stream around a tar stream without end marker.
+        let mut f = Files::new();
+        let p = f.put(&gz(&tar_of(&good(), false)));
+        let err = verify(&p, &VerifyLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Truncated(_)), "{err}");
+        // A tar stream cut inside a file's data.
+        let t = tar_of(&good(), true);
+        let p = f.put(&gz(&t[..512 * 5 + 100]));
+        let err = verify(&p, &VerifyLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Truncated(_)), "{err}");
+    }
+
+    #[test]
+    fn rejects_corruption() {
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let mut bytes = written(c);
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x55;
+            let mut f = Files::new();
+            let err = verify(&f.put(&bytes), &VerifyLimits::default()).unwrap_err();
+            assert!(matches!(err, ArchiveError::Corrupt(_) | ArchiveError::Truncated(_)), "{c:?}: {err}");
+        }
+        // gzip CRC: flip a byte of the stored CRC itself.
+        let mut bytes = written(Compression::Gzip);
+        let n = bytes.len();
+        bytes[n - 6] ^= 1;
+        let mut f = Files::new();
+        let err = verify(&f.put(&bytes), &VerifyLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Corrupt(_)), "{err}");
+        // zstd content checksum: the last 4 bytes of the frame.
+        let mut bytes = written(Compression::Zstd);
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        let err = verify(&f.put(&bytes), &VerifyLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn trailing_data() {
+        let mut f = Files::new();
+        // Zero padding after the tar end, and after the gzip stream, is fine.
+        let mut t = tar_of(&good(), true);
+        t.extend_from_slice(&[0u8; 9216]);
+        let mut bytes = gz(&t);
+        bytes.extend_from_slice(&[0u8; 100]);
+        verify(&f.put(&bytes), &VerifyLimits::default()).unwrap();
+        // Anything else is not.
+        let mut t = tar_of(&good(), true);
+        t.extend_from_slice(b"garbage");
+        let err = verify(&f.put(&gz(&t)), &VerifyLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Corrupt(_)), "{err}");
+        let mut bytes = gz(&tar_of(&good(), true));
+        bytes.extend_from_slice(&gz(&tar_of(&[e("volumes/0/sneaky", b'0', b"x")], true)));
+        let err = verify(&f.put(&bytes), &VerifyLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn not_an_archive() {
+        let mut f = Files::new();
+        let err = verify(&f.put(b"hello, world"), &VerifyLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::NotAnArchive(_)), "{err}");
+        assert_eq!(err.to_string(), "not a volsnap archive: not gzip or zstd");
+        let err = verify(&f.put(b""), &VerifyLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::NotAnArchive(_)), "{err}");
+        let err = verify(Path::new("/nonexistent/x.tar.gz"), &VerifyLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn limits() {
+        let mut f = Files::new();
+        let p = f.entries(&with(vec![e("volumes/0/big", b'0', &[7u8; 5000])]));
+        verify(&p, &VerifyLimits { max_expanded_bytes: Some(5008), ..Default::default() }).unwrap();
+        let err = verify(&p, &VerifyLimits { max_expanded_bytes: Some(5007), ..Default::default() }).unwrap_err();
+        assert!(matches!(err, ArchiveError::TooLarge { limit: 5007 }), "{err}");
+        verify(&p, &VerifyLimits { max_entries: Some(8), ..Default::default() }).unwrap();
+        let err = verify(&p, &VerifyLimits { max_entries: Some(7), ..Default::default() }).unwrap_err();
+        assert!(matches!(err, ArchiveError::TooManyEntries { limit: 7 }), "{err}");
+
+        let sha = hex::encode(Sha256::digest(std::fs::read(&p).unwrap()));
+        verify(&p, &VerifyLimits { expected_sha256: Some(sha.to_uppercase()), ..Default::default() }).unwrap();
+        let wrong = "0".repeat(64);
+        let err = verify(&p, &VerifyLimits { expected_sha256: Some(wrong.clone()), ..Default::default() }).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::ChecksumMismatch { expected, actual } if *expected == wrong && *actual == sha),
+            "{err}"
+        );
+    }
+
+    fn pax_entry(records: &[u8]) -> E {
+        E { name: b"././@PaxHeader".to_vec(), kind: b'x', data: records.to_vec(), link: Vec::new() }
+    }
+
+    fn pax(records: &[(&str, &str)]) -> E {
+        let mut data = Vec::new();
+        for (k, v) in records {
+            crate::engine::archive::writer::pax_record(&mut data, k, v.as_bytes());
+        }
+        pax_entry(&data)
+    }
+
+    #[test]
+    fn extended_headers() {
+        // A pax path is honoured and checked like any name.
+        let ok = check(with(vec![pax(&[("path", "volumes/0/pax-name")]), e("short", b'0', b"x")])).unwrap();
+        assert_eq!(ok.entries, 8);
+        let err =
+            check(with(vec![pax(&[("path", "volumes/0/../../../x")]), e("volumes/0/ok", b'0', b"x")])).unwrap_err();
+        assert!(matches!(err, ArchiveError::UnsafePath { .. }), "{err}");
+        // Two path records: readers disagree on which wins.
+        let err =
+            check(with(vec![pax(&[("path", "volumes/0/a"), ("path", "volumes/0/b")]), e("volumes/0/ok", b'0', b"x")]))
+                .unwrap_err();
+        assert!(matches!(&err, ArchiveError::Corrupt(m) if m.contains("twice")), "{err}");
+        // Malformed record.
+        let err = check(with(vec![pax_entry(b"99 path=volumes/0/a\n"), e("volumes/0/ok", b'0', b"x")])).unwrap_err();
+        assert!(matches!(err, ArchiveError::Corrupt(_)), "{err}");
+        // pax sparse files.
+        let err = check(with(vec![pax(&[("GNU.sparse.major", "1")]), e("volumes/0/ok", b'0', b"x")])).unwrap_err();
+        assert!(matches!(err, ArchiveError::UnsupportedEntryType { .. }), "{err}");
+        // An oversized extended header is refused before it is buffered.
+        let big = vec![b'a'; (MAX_EXTENSION_BYTES + 1) as usize];
+        let err = check(with(vec![pax_entry(&big), e("volumes/0/ok", b'0', b"x")])).unwrap_err();
+        assert!(matches!(&err, ArchiveError::Corrupt(m) if m.contains("limit")), "{err}");
+        let err = check(with(vec![
+            E { name: b"././@LongLink".to_vec(), kind: b'L', data: big, link: Vec::new() },
+            e("volumes/0/ok", b'0', b"x"),
+        ]))
+        .unwrap_err();
+        assert!(matches!(&err, ArchiveError::Corrupt(m) if m.contains("limit")), "{err}");
+        // pax size is followed by the guard: a file after a pax-sized file is still checked.
+        let err = check(with(vec![
+            pax(&[("size", "600")]),
+            e("volumes/0/sized", b'0', &[1u8; 600]),
+            pax_entry(&[b'b'; (MAX_EXTENSION_BYTES + 1) as usize]),
+            e("volumes/0/ok", b'0', b"x"),
+        ]))
+        .unwrap_err();
+        assert!(matches!(&err, ArchiveError::Corrupt(m) if m.contains("limit")), "{err}");
+    }
+
+    #[test]
+    fn data_on_non_files_is_rejected() {
+        let err = check(with(vec![e("volumes/0/dir/", b'5', b"data")])).unwrap_err();
+        assert!(matches!(err, ArchiveError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn normalize_names() {
+        assert_eq!(normalize_entry_name(b"volumes//0/a/").unwrap(), b"volumes/0/a");
+        assert!(normalize_entry_name(b"").is_err());
+        assert!(normalize_entry_name(b"/").is_err());
+        assert!(normalize_entry_name(b"//").is_err());
+        assert!(normalize_entry_name(b"a/..").is_err());
+        assert!(normalize_entry_name(b"./a").is_err());
+        assert_eq!(parse_pax_time(b"-1.5"), Some(-2));
+        assert_eq!(parse_pax_time(b"12.000"), Some(12));
+        assert_eq!(parse_pax_time(b"1e3"), None);
+    }
+}
