@@ -1,4 +1,7 @@
 //! `VolumeRestore`: put a snapshot's data back, atomically.
+// clippy mistakes the repeated `printcolumn(...)` arguments of the derive for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

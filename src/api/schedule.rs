@@ -1,4 +1,7 @@
 //! `VolumeSnapshotSchedule`: a series of snapshots on a cron schedule, with retention.
+// clippy mistakes the repeated `printcolumn(...)` arguments of the derive for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,7 @@
 //! `VolumeSnapshot`: capture the data of a source into one archive, once.
+// clippy mistakes the repeated `printcolumn(...)` arguments of the derive for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -23,9 +26,11 @@ use super::common::{Condition, Phase, Time};
     printcolumn(name = "Volumes", type_ = "integer", json_path = ".status.volumeCount"),
     printcolumn(name = "Compression", type_ = "string", json_path = ".spec.compression", priority = "1"),
     printcolumn(name = "Archive", type_ = "string", json_path = ".status.archive.path", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // On the root, not on the spec type: schedules embed the spec in their
+    // (mutable) snapshotTemplate.
+    validation = Rule::new("self.spec == oldSelf.spec").message("spec is immutable: a snapshot is taken once; create a new VolumeSnapshot instead")
 )]
-#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: a snapshot is taken once; create a new VolumeSnapshot instead"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VolumeSnapshotSpec {
     /// Where the data comes from: exactly one of the fields.

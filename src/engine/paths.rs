@@ -243,7 +243,7 @@ mod tests {
         symlink("/", root.join("to-slash")).unwrap();
         symlink(&outside, root.join("to-outside")).unwrap();
         symlink(root.join("data"), root.join("to-data")).unwrap();
-        let policy = PathPolicy::new(&[root.clone()], &[state.clone()]).unwrap();
+        let policy = PathPolicy::new(std::slice::from_ref(&root), std::slice::from_ref(&state)).unwrap();
         let r = policy.resolve(&[
             src(&root.join("data")),
             src(&root.join("missing")),
