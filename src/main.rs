@@ -1,1 +1,264 @@
-fn main() {}
+//! The `volsnap` command line. anyhow lives here, at the edge; the library
+//! has typed errors.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use volsnap::api::Kind;
+use volsnap::cli::{self, OutputFormat};
+use volsnap::files;
+
+/// volsnap: declare snapshots and restores of application data volumes as
+/// YAML objects; a controller loop makes them true.
+///
+/// Quick start: put a VolumeSnapshot manifest in ./volsnap.d, run
+/// `volsnap run --allowed-root /srv`, and read its status in
+/// ./.volsnap/status/default/volumesnapshots/<name>.yaml.
+#[derive(Parser, Debug)]
+#[command(name = "volsnap", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VOLSNAP_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the files-mode daemon: watch a manifests directory and reconcile
+    /// every object in it.
+    ///
+    /// Objects are read from *.yaml / *.yml files at the top of --manifests
+    /// (multi-document files allowed). Status of each object goes to
+    /// <state>/status/<namespace>/<plural>/<name>.yaml; files that cannot be
+    /// used are reported in <state>/status/_invalid/. The manifests directory
+    /// is never written to.
+    Run(RunArgs),
+    /// List objects in a kubectl-like table (or YAML/JSON).
+    ///
+    /// KIND is snapshots, restores or schedules (or a short name: vsnap,
+    /// vrestore, vsched).
+    Get {
+        /// snapshots | restores | schedules
+        kind: String,
+        /// Namespace to list.
+        #[arg(short = 'n', long, default_value = "default", conflicts_with = "all_namespaces")]
+        namespace: String,
+        /// List every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Show one object in detail, with its conditions.
+    Describe {
+        /// snapshot | restore | schedule
+        kind: String,
+        /// Object name.
+        name: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Print the CustomResourceDefinitions as YAML (crds/ is generated from this).
+    Crds,
+    /// Inspect archive files.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ArchiveCommand {
+    /// Print an archive's manifest (volsnap.json) and entries.
+    List {
+        /// Archive file (.tar.gz or .tar.zst).
+        file: PathBuf,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Check an archive end to end (compression checksums, tar structure,
+    /// manifest, entry names and types, sha256). Exits non-zero on damage.
+    Verify {
+        /// Archive file (.tar.gz or .tar.zst).
+        file: PathBuf,
+        /// Expected sha256 (default: the FILE.sha256 checksum file, if present).
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct StateArgs {
+    /// State directory (SQLite database, status files).
+    #[arg(long, default_value = "./.volsnap", env = "VOLSNAP_STATE")]
+    state: PathBuf,
+    /// Archives directory [default: <state>/archives].
+    #[arg(long, env = "VOLSNAP_ARCHIVES")]
+    archives: Option<PathBuf>,
+}
+
+impl StateArgs {
+    fn archives(&self) -> PathBuf {
+        self.archives.clone().unwrap_or_else(|| self.state.join("archives"))
+    }
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Directory of manifests to watch.
+    #[arg(long, default_value = "./volsnap.d", env = "VOLSNAP_MANIFESTS")]
+    manifests: PathBuf,
+    #[command(flatten)]
+    state: StateArgs,
+    /// A directory sources may be read from (repeatable). Paths are resolved,
+    /// symlinks included, before they are checked. Without any, every
+    /// source.paths volume is skipped.
+    #[arg(long = "allowed-root", value_name = "PATH")]
+    allowed_roots: Vec<PathBuf>,
+    /// Docker Engine: auto (DOCKER_HOST or the local socket), off, or a URL.
+    /// Docker sources arrive in a later release; accepted now for forward
+    /// compatibility.
+    #[arg(long, default_value = "auto")]
+    docker: String,
+    /// Reconcile until every snapshot and restore is Completed or Failed,
+    /// then exit: 0 if none failed, 1 otherwise.
+    #[arg(long)]
+    once: bool,
+    /// Full rescan of the manifests directory every N seconds (file events
+    /// can be lost).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    resync_interval: u64,
+    /// Captures running at the same time.
+    #[arg(long, default_value_t = 2)]
+    max_concurrent: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOLSNAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn parse_kind(word: &str) -> anyhow::Result<Kind> {
+    Kind::from_cli(word).with_context(|| {
+        format!("unknown kind {word:?}: use snapshots, restores or schedules (or vsnap, vrestore, vsched)")
+    })
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Run(args) => return run_daemon(args),
+        Command::Get { kind, namespace, all_namespaces, output, state } => {
+            let ns = (!all_namespaces).then_some(namespace.as_str());
+            cli::get(&state.state, &state.archives(), parse_kind(&kind)?, ns, output, &mut stdout)?;
+        }
+        Command::Describe { kind, name, namespace, state } => {
+            cli::describe(&state.state, &state.archives(), parse_kind(&kind)?, &namespace, &name, &mut stdout)?;
+        }
+        Command::Crds => cli::crds(&mut stdout)?,
+        Command::Archive(ArchiveCommand::List { file, output }) => cli::archive_list(&file, output, &mut stdout)?,
+        Command::Archive(ArchiveCommand::Verify { file, sha256 }) => {
+            let sound = cli::archive_verify(&file, sha256.as_deref(), &mut stdout)?;
+            stdout.flush()?;
+            return Ok(if sound { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+    }
+    stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
+    match args.docker.as_str() {
+        "off" => {}
+        other => tracing::info!(
+            docker = other,
+            "Docker integration is not in this release: container and volume sources are reported as UnsupportedSource"
+        ),
+    }
+    let cfg = files::Config {
+        archives: args.state.archives(),
+        manifests: args.manifests,
+        state: args.state.state,
+        allowed_roots: args.allowed_roots,
+        once: args.once,
+        resync_interval: Duration::from_secs(args.resync_interval.max(1)),
+        max_concurrent: args.max_concurrent,
+    };
+    if cfg.state.starts_with(&cfg.manifests) && cfg.state != cfg.manifests {
+        bail!(
+            "the state directory {} must not be inside the manifests directory {}",
+            cfg.state.display(),
+            cfg.manifests.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let outcome = runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        tracing::info!(
+            manifests = %cfg.manifests.display(),
+            state = %cfg.state.display(),
+            archives = %cfg.archives.display(),
+            allowed_roots = ?cfg.allowed_roots,
+            once = cfg.once,
+            "Starting volsnap {}", env!("CARGO_PKG_VERSION")
+        );
+        files::run(cfg, shutdown).await.context("volsnap run could not start")
+    });
+    match outcome? {
+        files::RunOutcome::Ok => Ok(ExitCode::SUCCESS),
+        files::RunOutcome::SomeFailed => Ok(ExitCode::FAILURE),
+    }
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (before any work starts,
+/// so an early signal is never taken with the default action) and returns a
+/// future that resolves when either arrives.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("Received SIGTERM"),
+            _ = int.recv() => tracing::info!("Received SIGINT"),
+        }
+    })
+}

@@ -1,0 +1,865 @@
+//! `volsnap run`: the files-mode reconcile loop.
+//!
+//! Level-triggered: every pass rescans the manifests directory and compares
+//! it with the stored objects, whatever woke it (a file event, the periodic
+//! resync, a finished capture). Captures run on blocking threads; only this
+//! loop touches the store and the status files, so there is one writer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::manifests::{self, Declaration, Scan};
+use super::status::StatusFiles;
+use super::watch::DirWatch;
+use crate::api::{
+    ArchiveStatus, ConditionStatus, Kind, MANIFEST_FILE_ANNOTATION, Object, ObjectKey, Phase, SkippedVolume, Time,
+    VolumeSnapshot,
+};
+use crate::core::{conditions, reasons, snapshot as snap, types};
+use crate::engine::archive::{ArchiveManifest, FORMAT_VERSION, ManifestVolume, SnapshotRef};
+use crate::engine::capture::{self, CaptureError, CaptureJob, CaptureOutcome, CaptureProgress, CaptureVolume};
+use crate::engine::locks::{KeyGuard, KeyedLocks};
+use crate::engine::paths::{PathPolicy, PolicyError};
+use crate::store::{ArchiveRecord, Store, StoreError, StoredObject};
+
+/// Settings of `volsnap run`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Directory of manifests (read only).
+    pub manifests: PathBuf,
+    /// State directory (SQLite, status files).
+    pub state: PathBuf,
+    /// Archive store.
+    pub archives: PathBuf,
+    /// Directories sources may be read from.
+    pub allowed_roots: Vec<PathBuf>,
+    /// Exit once every snapshot and restore is Completed or Failed.
+    pub once: bool,
+    /// Full rescan interval (file events get lost).
+    pub resync_interval: Duration,
+    /// Captures running at once.
+    pub max_concurrent: usize,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Shut down on request, or (`--once`) everything succeeded.
+    Ok,
+    /// `--once`: at least one snapshot or restore Failed.
+    SomeFailed,
+}
+
+/// Start-up failures (the daemon never fails on a bad object).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Bad `--allowed-root`.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Another daemon uses the same state directory.
+    #[error("another volsnap daemon is using the state directory {0} (lock file volsnap.lock is held)")]
+    Locked(PathBuf),
+    /// The lock file could not be created.
+    #[error("cannot create lock file in state directory {path}: {source}")]
+    LockFile {
+        /// The lock file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the daemon until `shutdown` resolves (or, with `once`, until done).
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunOutcome, DaemonError> {
+    let store = Store::open(&cfg.state, &cfg.archives)?;
+    let _lock = lock_state_dir(&cfg.state)?;
+    let policy = PathPolicy::new(&cfg.allowed_roots, &[cfg.state.clone(), cfg.archives.clone()])?;
+    if cfg.allowed_roots.is_empty() {
+        tracing::warn!("No --allowed-root configured: every source.paths volume will be skipped");
+    }
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let mut d = Daemon {
+        status: StatusFiles::new(&cfg.state),
+        archives_dir: store.archives_dir().to_path_buf(),
+        cfg,
+        store,
+        policy,
+        locks: KeyedLocks::default(),
+        running: HashMap::new(),
+        done_tx,
+        shutting_down: false,
+        warned_dir: None,
+    };
+    d.startup_sweep()?;
+    d.main_loop(done_rx, shutdown).await
+}
+
+fn lock_state_dir(state: &Path) -> Result<File, DaemonError> {
+    let path = state.join("volsnap.lock");
+    let file = File::create(&path).map_err(|source| DaemonError::LockFile { path: path.clone(), source })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| DaemonError::Locked(state.to_path_buf()))?;
+    Ok(file)
+}
+
+/// A capture in flight.
+struct Running {
+    key: ObjectKey,
+    cancel: Arc<AtomicBool>,
+    progress: Arc<CaptureProgress>,
+    /// The object was deleted while capturing: apply its deletion policy to
+    /// whatever the capture produces.
+    deleted: Option<crate::api::DeletionPolicy>,
+    rel_path: String,
+    last_reported: (u64, u64),
+}
+
+/// A capture that returned.
+struct Done {
+    uid: String,
+    result: Result<CaptureOutcome, CaptureError>,
+    manifest_json: String,
+    _guard: KeyGuard,
+}
+
+struct Daemon {
+    cfg: Config,
+    store: Store,
+    policy: PathPolicy,
+    status: StatusFiles,
+    archives_dir: PathBuf,
+    locks: KeyedLocks,
+    running: HashMap<String, Running>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    shutting_down: bool,
+    warned_dir: Option<String>,
+}
+
+type Result2<T> = Result<T, StoreError>;
+
+impl Daemon {
+    /// Before any reconcile: remove temporary archives, quarantine unknown
+    /// ones, and mark snapshots whose archive vanished.
+    fn startup_sweep(&mut self) -> Result<(), DaemonError> {
+        let report = self.store.sweep_orphans()?;
+        for p in &report.removed_temp {
+            tracing::info!(path = %p.display(), "Removed temporary archive left by an interrupted capture");
+        }
+        for p in &report.quarantined {
+            tracing::warn!(path = %p.display(), "Moved an archive no snapshot knows into quarantine");
+        }
+        for rec in &report.missing {
+            let Some(mut stored) = self.store.object_by_uid(&rec.snapshot_uid)? else { continue };
+            let Ok(Object::Snapshot(mut s)) = Object::from_stored(Kind::Snapshot, stored.object.clone()) else {
+                continue;
+            };
+            let generation = s.metadata.generation.unwrap_or(1);
+            let path = self.archives_dir.join(&rec.rel_path).display().to_string();
+            snap::archive_missing(s.status.get_or_insert_with(Default::default), generation, Time::now(), &path);
+            tracing::error!(snapshot = %stored.key, path, "Archive of a Completed snapshot is missing from disk");
+            stored.object = Object::Snapshot(s).to_value();
+            self.save(&stored)?;
+        }
+        Ok(())
+    }
+
+    async fn main_loop(
+        &mut self,
+        mut done_rx: mpsc::UnboundedReceiver<Done>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<RunOutcome, DaemonError> {
+        let (mut watch, mut events) = if self.cfg.once {
+            (None, mpsc::channel(1).1)
+        } else {
+            let (w, r) = DirWatch::new(&self.cfg.manifests);
+            (Some(w), r)
+        };
+        let mut resync = tokio::time::interval(self.cfg.resync_interval);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut progress_tick = tokio::time::interval(Duration::from_secs(1));
+        tokio::pin!(shutdown);
+        self.sync()?;
+        loop {
+            if self.cfg.once && self.running.is_empty() && !self.has_startable_work()? {
+                return Ok(self.once_outcome()?);
+            }
+            if self.shutting_down && self.running.is_empty() {
+                tracing::info!("Shut down cleanly");
+                return Ok(RunOutcome::Ok);
+            }
+            tokio::select! {
+                _ = &mut shutdown, if !self.shutting_down => {
+                    tracing::info!(in_flight = self.running.len(), "Shutdown requested: taking no new work, stopping in-flight captures at a safe point");
+                    self.shutting_down = true;
+                    for r in self.running.values() {
+                        r.cancel.store(true, Ordering::SeqCst);
+                    }
+                }
+                Some(done) = done_rx.recv() => {
+                    self.finish(done)?;
+                    if !self.shutting_down {
+                        self.sync()?;
+                    }
+                }
+                Some(()) = events.recv() => {
+                    // Debounce: editors and deploy scripts write in bursts.
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    while events.try_recv().is_ok() {}
+                    if !self.shutting_down {
+                        self.sync()?;
+                    }
+                }
+                _ = resync.tick() => {
+                    if let Some(w) = watch.as_mut() {
+                        w.refresh();
+                    }
+                    if !self.shutting_down {
+                        self.sync()?;
+                    }
+                }
+                _ = progress_tick.tick() => self.report_progress()?,
+            }
+        }
+    }
+
+    fn once_outcome(&self) -> Result2<RunOutcome> {
+        let failed = self.store.objects(None, None)?.into_iter().any(|o| {
+            o.key.kind != Kind::Schedule && o.object.pointer("/status/phase").and_then(Value::as_str) == Some("Failed")
+        });
+        Ok(if failed { RunOutcome::SomeFailed } else { RunOutcome::Ok })
+    }
+
+    fn has_startable_work(&self) -> Result2<bool> {
+        Ok(self.store.objects(Some(Kind::Snapshot), None)?.iter().any(|o| {
+            !self.running.contains_key(&o.uid)
+                && matches!(Object::from_stored(Kind::Snapshot, o.object.clone()), Ok(Object::Snapshot(s)) if snap::next_step(s.status.as_ref()) == snap::Step::Capture)
+        }))
+    }
+
+    /// Stores an object and rewrites its status file.
+    fn save(&self, stored: &StoredObject) -> Result2<()> {
+        self.store.put_object(stored)?;
+        if let Err(e) = self.status.write(&stored.key, &stored.object) {
+            tracing::error!(object = %stored.key, error = %e, "Could not write status file");
+        }
+        Ok(())
+    }
+
+    /// One level-triggered pass over the manifests directory.
+    fn sync(&mut self) -> Result2<()> {
+        let scan = manifests::scan(&self.cfg.manifests);
+        if let Some(why) = &scan.dir_unavailable {
+            if self.warned_dir.as_deref() != Some(why) {
+                tracing::warn!("{why}; keeping every object as it is until it is back");
+                self.warned_dir = Some(why.clone());
+            }
+            return Ok(());
+        }
+        if self.warned_dir.take().is_some() {
+            tracing::info!(dir = %self.cfg.manifests.display(), "Manifests directory is readable again");
+        }
+        let mut file_errors = scan.file_errors.clone();
+        let mut stored: BTreeMap<ObjectKey, StoredObject> =
+            self.store.objects(None, None)?.into_iter().map(|o| (o.key.clone(), o)).collect();
+        for (key, decls) in &scan.declared {
+            let existing = stored.remove(key);
+            let winner = existing
+                .as_ref()
+                .and_then(|e| decls.iter().find(|d| Some(&d.file) == e.manifest_file.as_ref()))
+                .unwrap_or(&decls[0]);
+            for other in decls.iter().filter(|d| !std::ptr::eq(*d, winner)) {
+                file_errors.entry(other.file.clone()).or_default().push(format!(
+                    "document {}: conflict: {key} is already declared in {}; this declaration is ignored",
+                    other.doc, winner.file
+                ));
+            }
+            self.apply(key, winner, existing)?;
+        }
+        // Objects no longer declared anywhere.
+        for (key, obj) in stored {
+            if obj.manifest_file.as_ref().is_some_and(|f| scan.unparsable.contains(f)) {
+                continue; // its file is being edited or broken: keep the object
+            }
+            self.delete(&key, obj)?;
+        }
+        self.report_files(&scan, &file_errors);
+        self.start_work()
+    }
+
+    fn report_files(&self, _scan: &Scan, file_errors: &BTreeMap<String, Vec<String>>) {
+        let now = Time::now().to_string();
+        for (file, errors) in file_errors {
+            tracing::warn!(file, errors = ?errors, "Manifest file has problems; see status/_invalid");
+            if let Err(e) = self.status.write_invalid(file, errors, &now) {
+                tracing::error!(file, error = %e, "Could not write invalid-manifest report");
+            }
+        }
+        if let Err(e) = self.status.retain_invalid(&|f| file_errors.contains_key(f)) {
+            tracing::error!(error = %e, "Could not clean up invalid-manifest reports");
+        }
+    }
+
+    /// Brings one declared object into the store.
+    fn apply(&mut self, key: &ObjectKey, decl: &Declaration, existing: Option<StoredObject>) -> Result2<()> {
+        let now = Time::now();
+        let Some(mut stored) = existing else {
+            let uid = uuid::Uuid::new_v4().to_string();
+            let object = new_object(decl, &uid, 1, now, now);
+            let stored = StoredObject { uid, key: key.clone(), manifest_file: Some(decl.file.clone()), object };
+            log_created(key, &stored.object, decl);
+            return self.save(&stored);
+        };
+        let typed = Object::from_stored(key.kind, stored.object.clone()).ok();
+        let generation = stored.object.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        let created = stored
+            .object
+            .pointer("/metadata/creationTimestamp")
+            .and_then(|v| serde_json::from_value::<Time>(v.clone()).ok())
+            .unwrap_or(now);
+        let declared_spec = decl.raw.get("spec").cloned().unwrap_or(Value::Null);
+        let stored_invalid = typed.is_none() || status_reason(&stored.object, key.kind) == Some(reasons::INVALID_SPEC);
+        if stored_invalid {
+            // An object that never became valid had no effect: a fixed (or
+            // further broken) manifest simply replaces it.
+            let same = stored.object.get("spec") == decl.raw.get("spec") && decl.parsed.is_err();
+            if !same {
+                stored.object = new_object(decl, &stored.uid, generation + 1, created, now);
+                stored.manifest_file = Some(decl.file.clone());
+                log_created(key, &stored.object, decl);
+                self.save(&stored)?;
+            }
+            return Ok(());
+        }
+        let Some(mut typed) = typed else { return Ok(()) };
+        let applied_spec = typed.spec_value();
+        let mut changed = false;
+        // Metadata (labels, annotations) is mutable; the spec of snapshots and
+        // restores is not.
+        let (labels, mut annotations) = declared_meta(decl);
+        annotations.insert(MANIFEST_FILE_ANNOTATION.into(), decl.file.clone());
+        {
+            let meta = typed.meta_mut();
+            if meta.labels.clone().unwrap_or_default() != labels {
+                meta.labels = Some(labels).filter(|l| !l.is_empty());
+                changed = true;
+            }
+            if meta.annotations.clone().unwrap_or_default() != annotations {
+                meta.annotations = Some(annotations);
+                changed = true;
+            }
+        }
+        let edit: Option<String> = match &decl.parsed {
+            Err((field, message)) => Some(format!(
+                "The manifest in {} was edited and is now invalid ({field}: {message}); the edit was not applied",
+                decl.file
+            )),
+            Ok(parsed) if parsed.spec_value() != applied_spec => match (parsed, &mut typed) {
+                (Object::Schedule(new), Object::Schedule(old)) => {
+                    // Schedules are mutable: take the new spec.
+                    old.spec = new.spec.clone();
+                    old.metadata.generation = Some(generation + 1);
+                    changed = true;
+                    tracing::info!(object = %key, "Updated VolumeSnapshotSchedule spec");
+                    None
+                }
+                _ => Some(format!(
+                    "The spec in {} differs from the spec this object was created with; specs are immutable, so the edit was not applied. Create a new object (new name) to take a new {}",
+                    decl.file,
+                    if key.kind == Kind::Snapshot { "snapshot" } else { "restore" }
+                )),
+            },
+            Ok(_) => None,
+        };
+        let _ = declared_spec;
+        let before = typed.to_value();
+        set_spec_changed(&mut typed, generation, now, edit.as_deref());
+        if typed.to_value() != before {
+            changed = true;
+            if let Some(e) = &edit {
+                tracing::warn!(object = %key, "{e}");
+            }
+        }
+        if changed || stored.manifest_file.as_deref() != Some(&decl.file) {
+            stored.manifest_file = Some(decl.file.clone());
+            stored.object = typed.to_value();
+            self.save(&stored)?;
+        }
+        Ok(())
+    }
+
+    /// The object's manifest is gone: delete it, applying the deletion policy.
+    fn delete(&mut self, key: &ObjectKey, obj: StoredObject) -> Result2<()> {
+        let policy = match Object::from_stored(key.kind, obj.object.clone()) {
+            Ok(Object::Snapshot(s)) => Some(s.spec.deletion_policy),
+            _ => None,
+        };
+        if let Some(r) = self.running.get_mut(&obj.uid) {
+            r.cancel.store(true, Ordering::SeqCst);
+            r.deleted = policy;
+        }
+        if let Some(rec) = self.store.archive(&obj.uid)? {
+            match policy {
+                Some(crate::api::DeletionPolicy::Delete) => match self.store.delete_archive_file(&rec) {
+                    Ok(()) => {
+                        self.store.delete_archive_record(&obj.uid)?;
+                        tracing::info!(object = %key, archive = rec.rel_path, "Deleted archive (deletionPolicy: Delete)");
+                    }
+                    Err(e) => {
+                        tracing::error!(object = %key, error = %e, "Could not delete archive; keeping its record");
+                        self.store.set_archive_object_present(&obj.uid, false)?;
+                    }
+                },
+                _ => {
+                    self.store.set_archive_object_present(&obj.uid, false)?;
+                    tracing::info!(object = %key, archive = rec.rel_path, "Retained archive of deleted snapshot");
+                }
+            }
+        }
+        self.store.delete_object(&obj.uid)?;
+        if let Err(e) = self.status.remove(key) {
+            tracing::error!(object = %key, error = %e, "Could not remove status file");
+        }
+        tracing::info!(object = %key, "Deleted {} (manifest removed)", key.kind);
+        Ok(())
+    }
+
+    /// Starts captures for snapshots that need one, up to the limit.
+    fn start_work(&mut self) -> Result2<()> {
+        if self.shutting_down {
+            return Ok(());
+        }
+        for stored in self.store.objects(Some(Kind::Snapshot), None)? {
+            if self.running.len() >= self.cfg.max_concurrent.max(1) {
+                break;
+            }
+            if self.running.contains_key(&stored.uid) {
+                continue;
+            }
+            let Ok(Object::Snapshot(s)) = Object::from_stored(Kind::Snapshot, stored.object.clone()) else { continue };
+            if snap::next_step(s.status.as_ref()) != snap::Step::Capture {
+                continue;
+            }
+            self.start_capture(stored, s)?;
+        }
+        Ok(())
+    }
+
+    fn start_capture(&mut self, mut stored: StoredObject, mut s: VolumeSnapshot) -> Result2<()> {
+        let key = stored.key.clone();
+        let now = Time::now();
+        let generation = s.metadata.generation.unwrap_or(1);
+        let st = s.status.get_or_insert_with(Default::default);
+        let src = &s.spec.source;
+        let unsupported = if src.container.is_some() || src.volume.is_some() {
+            Some("source.container and source.volume need the Docker integration, which this release does not have yet")
+        } else if src.persistent_volume_claim.is_some() {
+            Some(
+                "source.persistentVolumeClaim is served by the Kubernetes controller (volsnap controller), not in files mode",
+            )
+        } else if src.archive.is_some() {
+            Some("source.archive (adopting an archive) is not supported by this release yet")
+        } else {
+            None
+        };
+        if let Some(msg) = unsupported {
+            snap::failed(st, generation, now, reasons::UNSUPPORTED_SOURCE, msg);
+            tracing::warn!(object = %key, "{msg}");
+            stored.object = Object::Snapshot(s).to_value();
+            return self.save(&stored);
+        }
+        let resolution = self.policy.resolve(src.paths.as_deref().unwrap_or_default());
+        st.skipped = resolution.skipped.clone();
+        if resolution.volumes.is_empty() {
+            let msg = no_data_message(&resolution.skipped);
+            snap::failed(st, generation, now, reasons::NO_DATA, &msg);
+            tracing::warn!(object = %key, "Failed VolumeSnapshot: {msg}");
+            stored.object = Object::Snapshot(s).to_value();
+            return self.save(&stored);
+        }
+        let guard = match self.locks.try_lock_all(resolution.volumes.iter().map(|v| v.path.clone()).collect()) {
+            Ok(g) => g,
+            Err(busy) => {
+                let msg = format!("Waiting: another operation is using {}", busy.display());
+                if status_reason(&stored.object, Kind::Snapshot) != Some(reasons::VOLUME_BUSY) {
+                    snap::pending(st, generation, now, reasons::VOLUME_BUSY, &msg);
+                    stored.object = Object::Snapshot(s).to_value();
+                    self.save(&stored)?;
+                }
+                return Ok(());
+            }
+        };
+        let rel_path = self.archive_rel_path(&key, &stored.uid, s.spec.compression)?;
+        let dest = match self.store.archive_abs_path(&rel_path) {
+            Ok(p) => p,
+            Err(e) => {
+                snap::failed(st, generation, now, reasons::ARCHIVE_WRITE_FAILED, &e.to_string());
+                stored.object = Object::Snapshot(s).to_value();
+                return self.save(&stored);
+            }
+        };
+        let manifest = ArchiveManifest {
+            format_version: FORMAT_VERSION,
+            snapshot: SnapshotRef { namespace: key.namespace.clone(), name: key.name.clone(), uid: stored.uid.clone() },
+            creation_timestamp: now,
+            producer: Some(format!("volsnap {}", env!("CARGO_PKG_VERSION"))),
+            volumes: resolution
+                .volumes
+                .iter()
+                .map(|v| ManifestVolume {
+                    index: v.index,
+                    name: v.name.clone(),
+                    target: v.target.clone(),
+                    source: v.path.display().to_string(),
+                })
+                .collect(),
+        };
+        let names: Vec<String> = resolution.volumes.iter().map(|v| v.name.clone()).collect();
+        snap::started(st, generation, now, &names);
+        stored.object = Object::Snapshot(s.clone()).to_value();
+        self.save(&stored)?;
+        tracing::info!(object = %key, volumes = ?names, archive = %dest.display(), "Started capture");
+
+        let cancel = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(CaptureProgress::default());
+        self.running.insert(
+            stored.uid.clone(),
+            Running {
+                key,
+                cancel: cancel.clone(),
+                progress: progress.clone(),
+                deleted: None,
+                rel_path,
+                last_reported: (0, 0),
+            },
+        );
+        let tx = self.done_tx.clone();
+        let uid = stored.uid.clone();
+        let compression = s.spec.compression;
+        let volumes: Vec<CaptureVolume> = resolution.volumes;
+        tokio::task::spawn_blocking(move || {
+            let manifest_json = serde_json::to_string(&manifest).unwrap_or_default();
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                capture::capture(CaptureJob {
+                    manifest: &manifest,
+                    volumes: &volumes,
+                    compression,
+                    dest: &dest,
+                    progress: &progress,
+                    cancel: &cancel,
+                })
+            }))
+            .unwrap_or_else(|_| {
+                Err(CaptureError::Write {
+                    path: dest.clone(),
+                    source: std::io::Error::other("capture thread panicked"),
+                })
+            });
+            let _ = tx.send(Done { uid, result, manifest_json, _guard: guard });
+        });
+        Ok(())
+    }
+
+    /// `<ns>/<name>.<ext>`, unless a retained archive of an earlier object of
+    /// the same name holds it: then `<ns>/<name>-<uid prefix>.<ext>`.
+    fn archive_rel_path(&self, key: &ObjectKey, uid: &str, compression: crate::api::Compression) -> Result2<String> {
+        let plain = format!("{}/{}.{}", key.namespace, key.name, compression.extension());
+        let taken = match self.store.archive_by_rel_path(&plain)? {
+            Some(rec) => rec.snapshot_uid != uid,
+            None => false,
+        };
+        if taken {
+            Ok(format!("{}/{}-{}.{}", key.namespace, key.name, &uid[..8.min(uid.len())], compression.extension()))
+        } else {
+            Ok(plain)
+        }
+    }
+
+    /// Records a finished capture.
+    fn finish(&mut self, done: Done) -> Result2<()> {
+        let Some(run) = self.running.remove(&done.uid) else { return Ok(()) };
+        let now = Time::now();
+        let dest = self.archives_dir.join(&run.rel_path);
+        if let Some(policy) = run.deleted {
+            // Deleted mid-capture.
+            if let Ok(outcome) = &done.result {
+                if policy == crate::api::DeletionPolicy::Delete {
+                    let _ = std::fs::remove_file(&dest);
+                    let _ = std::fs::remove_file(capture::checksum_path(&dest));
+                } else {
+                    self.store.put_archive(&archive_record(&done, &run, outcome, now, false))?;
+                }
+            }
+            return Ok(());
+        }
+        let Some(mut stored) = self.store.object_by_uid(&done.uid)? else { return Ok(()) };
+        let Ok(Object::Snapshot(mut s)) = Object::from_stored(Kind::Snapshot, stored.object.clone()) else {
+            return Ok(());
+        };
+        let generation = s.metadata.generation.unwrap_or(1);
+        let st = s.status.get_or_insert_with(Default::default);
+        match done.result {
+            Ok(ref outcome) => {
+                self.store.put_archive(&archive_record(&done, &run, outcome, now, true))?;
+                let archive = ArchiveStatus {
+                    path: dest.display().to_string(),
+                    format: s.spec.compression.format().into(),
+                    size_bytes: outcome.size_bytes,
+                    sha256: outcome.sha256.clone(),
+                };
+                let skipped: Vec<SkippedVolume> = std::mem::take(&mut st.skipped);
+                snap::completed(st, generation, now, archive, outcome.volumes.clone(), skipped);
+                let msg = conditions::get(&st.conditions, types::READY).map(|c| c.message.clone()).unwrap_or_default();
+                tracing::info!(object = %run.key, "Captured VolumeSnapshot: {msg}");
+            }
+            Err(CaptureError::Cancelled) => {
+                snap::pending(
+                    st,
+                    generation,
+                    now,
+                    reasons::INTERRUPTED,
+                    "The capture was interrupted by a shutdown; it starts again from scratch when volsnap next runs",
+                );
+                tracing::info!(object = %run.key, "Interrupted capture at shutdown");
+            }
+            Err(CaptureError::Write { ref path, ref source }) => {
+                let msg = format!(
+                    "Could not write the archive {}: {source}. Nothing partial was kept. Free space or fix the archives directory, then delete and re-add the manifest to retry",
+                    path.display()
+                );
+                snap::failed(st, generation, now, reasons::ARCHIVE_WRITE_FAILED, &msg);
+                tracing::error!(object = %run.key, "Failed VolumeSnapshot: {msg}");
+            }
+            Err(ref e @ CaptureError::ReadVolume { .. }) => {
+                let msg = format!(
+                    "{e}. Nothing was archived; fix the directory, then delete and re-add the manifest to retry"
+                );
+                snap::failed(st, generation, now, reasons::READ_FAILED, &msg);
+                tracing::error!(object = %run.key, "Failed VolumeSnapshot: {msg}");
+            }
+        }
+        stored.object = Object::Snapshot(s).to_value();
+        self.save(&stored)
+    }
+
+    /// Writes `status.progress` of running captures when it moved.
+    fn report_progress(&mut self) -> Result2<()> {
+        let mut updates = Vec::new();
+        for (uid, r) in self.running.iter_mut() {
+            let now = (r.progress.bytes_done.load(Ordering::Relaxed), r.progress.bytes_total.load(Ordering::Relaxed));
+            if now != r.last_reported && r.deleted.is_none() {
+                r.last_reported = now;
+                updates.push((uid.clone(), now));
+            }
+        }
+        for (uid, (done, total)) in updates {
+            let Some(mut stored) = self.store.object_by_uid(&uid)? else { continue };
+            let Ok(Object::Snapshot(mut s)) = Object::from_stored(Kind::Snapshot, stored.object.clone()) else {
+                continue;
+            };
+            snap::progress(s.status.get_or_insert_with(Default::default), done, total);
+            stored.object = Object::Snapshot(s).to_value();
+            self.save(&stored)?;
+        }
+        Ok(())
+    }
+}
+
+fn archive_record(done: &Done, run: &Running, outcome: &CaptureOutcome, now: Time, present: bool) -> ArchiveRecord {
+    ArchiveRecord {
+        snapshot_uid: done.uid.clone(),
+        namespace: run.key.namespace.clone(),
+        name: run.key.name.clone(),
+        rel_path: run.rel_path.clone(),
+        format: if run.rel_path.ends_with(".tar.zst") { "tar+zstd" } else { "tar+gzip" }.into(),
+        size_bytes: outcome.size_bytes,
+        sha256: outcome.sha256.clone(),
+        manifest_json: done.manifest_json.clone(),
+        created_at: now,
+        object_present: present,
+    }
+}
+
+fn no_data_message(skipped: &[SkippedVolume]) -> String {
+    let reasons: Vec<String> = skipped.iter().map(|s| format!("{}: {}", s.name, s.reason)).collect();
+    format!("Nothing to capture: every volume was skipped ({})", reasons.join("; "))
+}
+
+/// The reason of the object's main condition (Ready, or Succeeded for restores).
+fn status_reason(object: &Value, kind: Kind) -> Option<&str> {
+    let main = if kind == Kind::Restore { types::SUCCEEDED } else { types::READY };
+    object
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(main))?
+        .get("reason")?
+        .as_str()
+}
+
+fn declared_meta(decl: &Declaration) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let map = |field: &str| -> BTreeMap<String, String> {
+        decl.raw
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_object)
+            .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+            .unwrap_or_default()
+    };
+    (map("labels"), map("annotations"))
+}
+
+fn log_created(key: &ObjectKey, object: &Value, decl: &Declaration) {
+    match &decl.parsed {
+        Ok(_) => tracing::info!(object = %key, file = decl.file, "Accepted {}", key.kind),
+        Err((field, message)) => {
+            tracing::warn!(object = %key, file = decl.file, "Rejected {}: {field}: {message}", key.kind)
+        }
+    }
+    let _ = object;
+}
+
+/// A new object from a declaration: metadata filled in, status initialised.
+fn new_object(decl: &Declaration, uid: &str, generation: i64, created: Time, now: Time) -> Value {
+    let (labels, mut annotations) = declared_meta(decl);
+    annotations.insert(MANIFEST_FILE_ANNOTATION.into(), decl.file.clone());
+    let mut meta = serde_json::json!({
+        "name": decl.raw.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+        "namespace": decl.raw.pointer("/metadata/namespace").cloned().unwrap_or(Value::Null),
+        "uid": uid,
+        "generation": generation,
+        "creationTimestamp": created,
+        "annotations": annotations,
+    });
+    if !labels.is_empty() {
+        meta["labels"] = serde_json::to_value(labels).unwrap_or(Value::Null);
+    }
+    match &decl.parsed {
+        Ok(parsed) => {
+            let mut obj = parsed.clone();
+            if let Ok(m) = serde_json::from_value(meta) {
+                *obj.meta_mut() = m;
+            }
+            init_status(&mut obj, generation, now);
+            obj.to_value()
+        }
+        Err((field, message)) => {
+            let msg = if field.is_empty() { message.clone() } else { format!("{field}: {message}") };
+            let kind = decl.raw.get("kind").and_then(Value::as_str).and_then(Kind::from_name).unwrap_or(Kind::Snapshot);
+            let mut status = crate::api::VolumeSnapshotStatus::default();
+            let main = if kind == Kind::Restore { types::SUCCEEDED } else { types::READY };
+            conditions::set(
+                &mut status.conditions,
+                main,
+                ConditionStatus::False,
+                reasons::INVALID_SPEC,
+                &msg,
+                Some(generation),
+                now,
+            );
+            if kind != Kind::Schedule {
+                status.phase = Some(Phase::Failed);
+            }
+            status.observed_generation = Some(generation);
+            serde_json::json!({
+                "apiVersion": decl.raw.get("apiVersion").cloned().unwrap_or(Value::Null),
+                "kind": kind.name(),
+                "metadata": meta,
+                "spec": decl.raw.get("spec").cloned().unwrap_or(Value::Null),
+                "status": status,
+            })
+        }
+    }
+}
+
+/// Initial status of an accepted object.
+fn init_status(obj: &mut Object, generation: i64, now: Time) {
+    match obj {
+        Object::Snapshot(s) => {
+            let st = s.status.get_or_insert_with(Default::default);
+            snap::pending(st, generation, now, reasons::PENDING, "Accepted; waiting for a worker");
+        }
+        Object::Restore(r) => {
+            let st = r.status.get_or_insert_with(Default::default);
+            st.phase = Some(Phase::Failed);
+            st.observed_generation = Some(generation);
+            st.completion_time = Some(now);
+            let msg = "VolumeRestore is validated but not executed by this release of volsnap; nothing was touched";
+            conditions::set(
+                &mut st.conditions,
+                types::SUCCEEDED,
+                ConditionStatus::False,
+                reasons::NOT_IMPLEMENTED,
+                msg,
+                Some(generation),
+                now,
+            );
+            conditions::set(
+                &mut st.conditions,
+                types::PROGRESSING,
+                ConditionStatus::False,
+                reasons::NOT_IMPLEMENTED,
+                msg,
+                Some(generation),
+                now,
+            );
+        }
+        Object::Schedule(s) => {
+            let st = s.status.get_or_insert_with(Default::default);
+            st.observed_generation = Some(generation);
+            let msg = "VolumeSnapshotSchedule is validated but not run by this release of volsnap";
+            conditions::set(
+                &mut st.conditions,
+                types::READY,
+                ConditionStatus::False,
+                reasons::NOT_IMPLEMENTED,
+                msg,
+                Some(generation),
+                now,
+            );
+        }
+    }
+}
+
+fn set_spec_changed(obj: &mut Object, generation: i64, now: Time, edit: Option<&str>) {
+    let conds = match obj {
+        Object::Snapshot(s) => &mut s.status.get_or_insert_with(Default::default).conditions,
+        Object::Restore(r) => &mut r.status.get_or_insert_with(Default::default).conditions,
+        Object::Schedule(s) => &mut s.status.get_or_insert_with(Default::default).conditions,
+    };
+    match edit {
+        Some(msg) => conditions::set(
+            conds,
+            types::SPEC_CHANGED,
+            ConditionStatus::True,
+            reasons::SPEC_IMMUTABLE,
+            msg,
+            Some(generation),
+            now,
+        ),
+        None => {
+            if conditions::get(conds, types::SPEC_CHANGED).is_some_and(|c| c.status == ConditionStatus::True) {
+                conditions::set(
+                    conds,
+                    types::SPEC_CHANGED,
+                    ConditionStatus::False,
+                    reasons::SPEC_MATCHES,
+                    "The manifest matches the applied spec again",
+                    Some(generation),
+                    now,
+                );
+            }
+        }
+    }
+}
