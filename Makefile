@@ -1,0 +1,105 @@
+# volsnap — build, test and demo targets.
+#
+# `make` (or `make help`) lists the targets. Every target works on a fresh
+# Debian machine: `make test` and `make bench` install the tools they need
+# (GNU tar, gzip, zstd, pigz, GNU time, util-linux's setpriv) when they are
+# missing and the caller is root; otherwise they only say what is missing.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+DEMO_ROOT ?= /tmp/volsnap-demo
+STATE ?= .volsnap
+CRDS_FILE := crds/volsnap.dev.yaml
+
+# Debian packages the tests and the benchmark rely on, as "command:package".
+TEST_TOOLS := tar:tar gzip:gzip zstd:zstd setpriv:util-linux /usr/bin/time:time
+BENCH_TOOLS := $(TEST_TOOLS) pigz:pigz
+
+.PHONY: help
+help: ## Show this help
+	@echo "volsnap — make targets:"
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build the debug binary (target/debug/volsnap)
+	$(CARGO) build
+
+.PHONY: release
+release: ## Build the release binary (target/release/volsnap)
+	$(CARGO) build --release
+
+.PHONY: demo-data
+demo-data: ## Create the demo volumes under /tmp/volsnap-demo (idempotent)
+	DEMO_ROOT=$(DEMO_ROOT) bash examples/demo-data.sh
+
+.PHONY: run
+run: demo-data ## Run the daemon on examples/ with demo data under /tmp/volsnap-demo
+	$(CARGO) run --release -- run --manifests examples --state $(STATE) --allowed-root $(DEMO_ROOT)
+
+.PHONY: test-deps
+test-deps: ## Install the tools the tests need (root only; no-op when present)
+	@$(call install_missing,$(TEST_TOOLS))
+
+.PHONY: bench-deps
+bench-deps: ## Install the tools the benchmark needs (root only; no-op when present)
+	@$(call install_missing,$(BENCH_TOOLS))
+
+.PHONY: test
+test: test-deps ## Run all tests (unit, e2e incl. CRD staleness), rustfmt check and clippy
+	$(CARGO) test --all-targets --no-fail-fast
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+.PHONY: e2e
+e2e: test-deps ## Run only the end-to-end tests (tests/e2e)
+	$(CARGO) test --test e2e
+
+.PHONY: bench
+bench: bench-deps ## Release build, then compare capture speed/RSS with tar+gzip/pigz/zstd
+	$(CARGO) build --release
+	bash bench/capture.sh
+
+.PHONY: crds
+crds: ## Regenerate crds/volsnap.dev.yaml from the Rust types (`volsnap crds`)
+	@mkdir -p crds
+	$(CARGO) run -q -- crds > $(CRDS_FILE).tmp
+	mv $(CRDS_FILE).tmp $(CRDS_FILE)
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+.PHONY: clean
+clean: ## Remove build output, the demo state and demo data
+	$(CARGO) clean
+	rm -rf $(STATE) $(DEMO_ROOT)
+
+# install_missing: apt-get install the packages whose command is missing.
+# Runs `apt-get update` at most once, and only when something is missing.
+# Without root (or without apt-get) it prints what is missing and goes on:
+# the tests that need a tool skip themselves with a message.
+define install_missing
+missing=""; \
+for pair in $(1); do \
+	cmd="$${pair%%:*}"; pkg="$${pair##*:}"; \
+	command -v "$$cmd" >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+done; \
+if [ -z "$$missing" ]; then exit 0; fi; \
+if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	echo "note: missing tools:$$missing (not root or no apt-get: not installing; dependent tests skip)"; \
+	exit 0; \
+fi; \
+echo "installing:$$missing"; \
+export DEBIAN_FRONTEND=noninteractive; \
+apt-get update -qq; \
+apt-get install -y -qq --no-install-recommends $$missing
+endef
