@@ -372,15 +372,7 @@ mod tests {
             snapshot: SnapshotRef { namespace: "default".into(), name: "snap-1".into(), uid: "u-1".into() },
             creation_timestamp: Time(jiff::Timestamp::from_second(1_750_000_000).unwrap()),
             producer: Some("volsnap test".into()),
-            volumes: volumes
-                .iter()
-                .map(|v| ManifestVolume {
-                    index: v.index,
-                    name: v.name.clone(),
-                    target: v.target.clone(),
-                    source: v.path.display().to_string(),
-                })
-                .collect(),
+            volumes: volumes.iter().map(ManifestVolume::from).collect(),
         };
         let archive = tmp.path().join(format!("archives/snap-1.{}", compression.extension()));
         let outcome = capture(CaptureJob {

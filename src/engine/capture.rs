@@ -33,7 +33,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, Stat};
 
 use crate::api::{CapturedVolume, Compression};
-use crate::engine::archive::{ArchiveManifest, ArchiveWriter, CHECKSUM_SUFFIX, EntryMeta, MANIFEST_ENTRY, TEMP_SUFFIX};
+use crate::engine::archive::{
+    ArchiveManifest, ArchiveWriter, CHECKSUM_SUFFIX, EntryMeta, MANIFEST_ENTRY, ManifestVolume, TEMP_SUFFIX,
+};
 use crate::engine::fsutil;
 
 /// Warnings kept per volume before they are summarised.
@@ -50,6 +52,18 @@ pub struct CaptureVolume {
     pub path: PathBuf,
     /// Path inside the workload, when there is one.
     pub target: Option<String>,
+}
+
+impl From<&CaptureVolume> for ManifestVolume {
+    /// The `volsnap.json` entry of a volume about to be captured.
+    fn from(v: &CaptureVolume) -> Self {
+        ManifestVolume {
+            index: v.index,
+            name: v.name.clone(),
+            target: v.target.clone(),
+            source: v.path.display().to_string(),
+        }
+    }
 }
 
 /// Live counters a capture updates for `status.progress`.
@@ -666,7 +680,7 @@ mod tests {
 
     use super::*;
     use crate::api::Time;
-    use crate::engine::archive::{self, EntryKind, FORMAT_VERSION, ManifestVolume, SnapshotRef, VerifyLimits};
+    use crate::engine::archive::{self, EntryKind, FORMAT_VERSION, SnapshotRef, VerifyLimits};
 
     fn is_root() -> bool {
         rustix::process::geteuid().is_root()
@@ -678,15 +692,7 @@ mod tests {
             snapshot: SnapshotRef { namespace: "default".into(), name: "snap-1".into(), uid: "u-1".into() },
             creation_timestamp: Time(jiff::Timestamp::from_second(1_750_000_000).unwrap()),
             producer: Some("volsnap test".into()),
-            volumes: volumes
-                .iter()
-                .map(|v| ManifestVolume {
-                    index: v.index,
-                    name: v.name.clone(),
-                    target: v.target.clone(),
-                    source: v.path.display().to_string(),
-                })
-                .collect(),
+            volumes: volumes.iter().map(ManifestVolume::from).collect(),
         }
     }
 

@@ -515,16 +515,7 @@ impl Daemon {
             snapshot: SnapshotRef { namespace: key.namespace.clone(), name: key.name.clone(), uid: stored.uid.clone() },
             creation_timestamp: now,
             producer: Some(format!("volsnap {}", env!("CARGO_PKG_VERSION"))),
-            volumes: resolution
-                .volumes
-                .iter()
-                .map(|v| ManifestVolume {
-                    index: v.index,
-                    name: v.name.clone(),
-                    target: v.target.clone(),
-                    source: v.path.display().to_string(),
-                })
-                .collect(),
+            volumes: resolution.volumes.iter().map(ManifestVolume::from).collect(),
         };
         let names: Vec<String> = resolution.volumes.iter().map(|v| v.name.clone()).collect();
         snap::started(st, generation, now, &names);
