@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::manifests::{self, Declaration, Scan};
+use super::manifests::{self, Declaration};
 use super::status::StatusFiles;
 use super::watch::DirWatch;
 use crate::api::{
@@ -295,11 +295,11 @@ impl Daemon {
             }
             self.delete(&key, obj)?;
         }
-        self.report_files(&scan, &file_errors);
+        self.report_files(&file_errors);
         self.start_work()
     }
 
-    fn report_files(&self, _scan: &Scan, file_errors: &BTreeMap<String, Vec<String>>) {
+    fn report_files(&self, file_errors: &BTreeMap<String, Vec<String>>) {
         let now = Time::now().to_string();
         for (file, errors) in file_errors {
             tracing::warn!(file, errors = ?errors, "Manifest file has problems; see status/_invalid");
@@ -319,7 +319,7 @@ impl Daemon {
             let uid = uuid::Uuid::new_v4().to_string();
             let object = new_object(decl, &uid, 1, now, now);
             let stored = StoredObject { uid, key: key.clone(), manifest_file: Some(decl.file.clone()), object };
-            log_created(key, &stored.object, decl);
+            log_created(key, decl);
             return self.save(&stored);
         };
         let typed = Object::from_stored(key.kind, stored.object.clone()).ok();
@@ -329,7 +329,6 @@ impl Daemon {
             .pointer("/metadata/creationTimestamp")
             .and_then(|v| serde_json::from_value::<Time>(v.clone()).ok())
             .unwrap_or(now);
-        let declared_spec = decl.raw.get("spec").cloned().unwrap_or(Value::Null);
         let stored_invalid = typed.is_none() || status_reason(&stored.object, key.kind) == Some(reasons::INVALID_SPEC);
         if stored_invalid {
             // An object that never became valid had no effect: a fixed (or
@@ -338,7 +337,7 @@ impl Daemon {
             if !same {
                 stored.object = new_object(decl, &stored.uid, generation + 1, created, now);
                 stored.manifest_file = Some(decl.file.clone());
-                log_created(key, &stored.object, decl);
+                log_created(key, decl);
                 self.save(&stored)?;
             }
             return Ok(());
@@ -383,7 +382,6 @@ impl Daemon {
             },
             Ok(_) => None,
         };
-        let _ = declared_spec;
         let before = typed.to_value();
         set_spec_changed(&mut typed, generation, now, edit.as_deref());
         if typed.to_value() != before {
@@ -711,14 +709,13 @@ fn declared_meta(decl: &Declaration) -> (BTreeMap<String, String>, BTreeMap<Stri
     (map("labels"), map("annotations"))
 }
 
-fn log_created(key: &ObjectKey, object: &Value, decl: &Declaration) {
+fn log_created(key: &ObjectKey, decl: &Declaration) {
     match &decl.parsed {
         Ok(_) => tracing::info!(object = %key, file = decl.file, "Accepted {}", key.kind),
         Err((field, message)) => {
             tracing::warn!(object = %key, file = decl.file, "Rejected {}: {field}: {message}", key.kind)
         }
     }
-    let _ = object;
 }
 
 /// A new object from a declaration: metadata filled in, status initialised.
