@@ -686,6 +686,18 @@ mod tests {
         rustix::process::geteuid().is_root()
     }
 
+    /// Runs one uncancelled capture of `vols` into `dest`.
+    fn capture_once(
+        vols: &[CaptureVolume],
+        dest: &Path,
+        compression: Compression,
+    ) -> Result<CaptureOutcome, CaptureError> {
+        let m = manifest(vols);
+        let progress = CaptureProgress::default();
+        let cancel = AtomicBool::new(false);
+        capture(CaptureJob { manifest: &m, volumes: vols, compression, dest, progress: &progress, cancel: &cancel })
+    }
+
     fn manifest(volumes: &[CaptureVolume]) -> ArchiveManifest {
         ArchiveManifest {
             format_version: FORMAT_VERSION,
@@ -1059,19 +1071,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let vols =
             vec![CaptureVolume { index: 0, name: "gone".into(), path: tmp.path().join("missing"), target: None }];
-        let m = manifest(&vols);
         let dest = tmp.path().join("out/snap.tar.gz");
-        let progress = CaptureProgress::default();
-        let cancel = AtomicBool::new(false);
-        let job = CaptureJob {
-            manifest: &m,
-            volumes: &vols,
-            compression: Compression::Gzip,
-            dest: &dest,
-            progress: &progress,
-            cancel: &cancel,
-        };
-        let err = capture(job).unwrap_err();
+        let err = capture_once(&vols, &dest, Compression::Gzip).unwrap_err();
         assert!(matches!(err, CaptureError::ReadVolume { .. }), "{err}");
         assert!(err.to_string().contains("gone"), "{err}");
         assert!(dir_names(&tmp.path().join("out")).is_empty());
@@ -1203,19 +1204,8 @@ mod tests {
         }
         let _guard = Unmount(mnt.clone());
         let vols = vec![CaptureVolume { index: 0, name: "data".into(), path: src, target: None }];
-        let m = manifest(&vols);
         let dest = mnt.join("snap.tar.gz");
-        let progress = CaptureProgress::default();
-        let cancel = AtomicBool::new(false);
-        let job = CaptureJob {
-            manifest: &m,
-            volumes: &vols,
-            compression: Compression::Gzip,
-            dest: &dest,
-            progress: &progress,
-            cancel: &cancel,
-        };
-        let err = capture(job).unwrap_err();
+        let err = capture_once(&vols, &dest, Compression::Gzip).unwrap_err();
         assert!(matches!(err, CaptureError::Write { .. }), "{err}");
         assert!(err.to_string().contains("No space left"), "{err}");
         assert!(dir_names(&mnt).is_empty(), "{:?}", dir_names(&mnt));
