@@ -63,7 +63,9 @@ make_dataset() {
           int(rand() * 65536), int(rand() * 2000), int(rand() * 4294967295));
         print line; total += length(line) + 1;
       }
-    }' | head -c "$((n * 1048576))" > "$DATA.tmp/text/app-$i.log"
+    }' > "$DATA.tmp/text/app-$i.log"
+    # Cut to size afterwards: `| head -c` could SIGPIPE awk under pipefail.
+    truncate -s "$((n * 1048576))" "$DATA.tmp/text/app-$i.log"
     left=$((left - n)); i=$((i + 1))
   done
   # Many small files (1-16 KiB, mixed text), 250 per directory.
