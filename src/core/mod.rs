@@ -3,6 +3,7 @@
 //! in), no Docker, no Kubernetes: both front-ends drive this the same way.
 
 pub mod conditions;
+pub mod restore;
 pub mod snapshot;
 
 /// Condition types.
@@ -54,4 +55,36 @@ pub mod reasons {
     pub const INTERRUPTED: &str = "Interrupted";
     /// Another operation holds the volume.
     pub const VOLUME_BUSY: &str = "VolumeBusy";
+    /// Restore: the named snapshot does not exist.
+    pub const SNAPSHOT_NOT_FOUND: &str = "SnapshotNotFound";
+    /// Restore: the snapshot is not Completed (yet, or ever).
+    pub const SNAPSHOT_NOT_READY: &str = "SnapshotNotReady";
+    /// Restore: `spec.volumes` names a volume the snapshot does not have.
+    pub const UNKNOWN_VOLUME: &str = "UnknownVolume";
+    /// Restore: a target is outside the allowed roots, denied, or unusable.
+    pub const TARGET_NOT_ALLOWED: &str = "TargetNotAllowed";
+    /// Restore: `targetPath` exists and is not an empty directory.
+    pub const TARGET_NOT_EMPTY: &str = "TargetNotEmpty";
+    /// Restore: the snapshot has no live target (adopted archive); `targetPath` is needed.
+    pub const TARGET_REQUIRED: &str = "TargetRequired";
+    /// Restore: a target is a mount point and cannot be swapped by rename.
+    pub const TARGET_IS_MOUNT_POINT: &str = "TargetIsMountPoint";
+    /// Restore: not enough free space for the expanded data.
+    pub const INSUFFICIENT_SPACE: &str = "InsufficientSpace";
+    /// Restore: the name `<restore>-pre-restore` is taken by another snapshot.
+    pub const PRE_RESTORE_NAME_TAKEN: &str = "PreRestoreNameTaken";
+    /// Restore / adoption: the archive failed the untrusted-archive checks.
+    pub const ARCHIVE_INVALID: &str = "ArchiveInvalid";
+    /// Restore: the archive's sha256 is not the one recorded for the snapshot.
+    pub const CHECKSUM_MISMATCH: &str = "ChecksumMismatch";
+    /// Restore: extracting or swapping failed on the file system.
+    pub const RESTORE_FAILED: &str = "RestoreFailed";
+    /// Restore: stopping or starting the workload failed.
+    pub const WORKLOAD_FAILED: &str = "WorkloadFailed";
+    /// Restore under way.
+    pub const RESTORING: &str = "Restoring";
+    /// Restore finished: the data is in place.
+    pub const RESTORED: &str = "Restored";
+    /// Snapshot: an archive made elsewhere was verified and adopted.
+    pub const ADOPTED: &str = "Adopted";
 }

@@ -109,6 +109,10 @@ pub enum CaptureError {
     /// `cancel` was set.
     #[error("capture cancelled")]
     Cancelled,
+    /// Adoption (`source.archive`): the archive failed the untrusted-archive
+    /// checks.
+    #[error("{0}")]
+    Rejected(String),
     /// The archive could not be written (disk full, read-only, ...).
     #[error("writing archive {path}: {source}")]
     Write {

@@ -1,7 +1,13 @@
 //! The engine: everything that touches data on disk on behalf of the reconciler.
 
+pub mod adopt;
 pub mod archive;
 pub mod capture;
+pub mod extract;
+pub mod fault;
 pub mod fsutil;
 pub mod locks;
 pub mod paths;
+pub mod restore;
+pub mod swap;
+pub mod workload;

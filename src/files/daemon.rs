@@ -27,7 +27,11 @@ use crate::engine::archive::{ArchiveManifest, FORMAT_VERSION, ManifestVolume, Sn
 use crate::engine::capture::{self, CaptureError, CaptureJob, CaptureOutcome, CaptureProgress, CaptureVolume};
 use crate::engine::locks::{KeyGuard, KeyedLocks};
 use crate::engine::paths::{PathPolicy, PolicyError};
+use crate::engine::workload::{self, Workload};
 use crate::store::{ArchiveRecord, Store, StoreError, StoredObject};
+
+#[path = "restores.rs"]
+mod restores;
 
 /// Settings of `volsnap run`.
 #[derive(Clone, Debug)]
@@ -91,6 +95,7 @@ pub async fn run(
         tracing::warn!("No --allowed-root configured: every source.paths volume will be skipped");
     }
     let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let (restore_tx, restore_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
         status: StatusFiles::new(&cfg.state),
         archives_dir: store.archives_dir().to_path_buf(),
@@ -100,11 +105,14 @@ pub async fn run(
         locks: KeyedLocks::default(),
         running: HashMap::new(),
         done_tx,
+        restores: HashMap::new(),
+        restore_tx,
+        workload: Arc::from(workload::files_mode_default()),
         shutting_down: false,
         warned_dir: None,
     };
     d.startup_sweep()?;
-    d.main_loop(done_rx, shutdown).await
+    d.main_loop(done_rx, restore_rx, shutdown).await
 }
 
 fn lock_state_dir(state: &Path) -> Result<File, DaemonError> {
@@ -144,6 +152,11 @@ struct Daemon {
     locks: KeyedLocks,
     running: HashMap<String, Running>,
     done_tx: mpsc::UnboundedSender<Done>,
+    /// Restores in flight, by restore uid.
+    restores: HashMap<String, restores::RunningRestore>,
+    restore_tx: mpsc::UnboundedSender<restores::RestoreDone>,
+    /// What restores stop and start (no runtime: nothing).
+    workload: Arc<dyn Workload>,
     shutting_down: bool,
     warned_dir: Option<String>,
 }
@@ -154,6 +167,9 @@ impl Daemon {
     /// Before any reconcile: remove temporary archives, quarantine unknown
     /// ones, and mark snapshots whose archive vanished.
     fn startup_sweep(&mut self) -> Result<(), DaemonError> {
+        // Interrupted restores first: recovery may record a pre-restore
+        // archive, which the orphan sweep must then know.
+        self.recover_restores()?;
         let report = self.store.sweep_orphans()?;
         for p in &report.removed_temp {
             tracing::info!(path = %p.display(), "Removed temporary archive left by an interrupted capture");
@@ -179,6 +195,7 @@ impl Daemon {
     async fn main_loop(
         &mut self,
         mut done_rx: mpsc::UnboundedReceiver<Done>,
+        mut restore_rx: mpsc::UnboundedReceiver<restores::RestoreDone>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<RunOutcome, DaemonError> {
         let (mut watch, mut events) = if self.cfg.once {
@@ -193,10 +210,10 @@ impl Daemon {
         tokio::pin!(shutdown);
         self.sync()?;
         loop {
-            if self.cfg.once && self.running.is_empty() && !self.has_startable_work()? {
+            if self.cfg.once && self.idle() && !self.has_startable_work()? {
                 return Ok(self.once_outcome()?);
             }
-            if self.shutting_down && self.running.is_empty() {
+            if self.shutting_down && self.idle() {
                 tracing::info!("Shut down cleanly");
                 return Ok(RunOutcome::Ok);
             }
@@ -206,6 +223,15 @@ impl Daemon {
                     self.shutting_down = true;
                     for r in self.running.values() {
                         r.cancel.store(true, Ordering::SeqCst);
+                    }
+                    for r in self.restores.values() {
+                        r.cancel.store(true, Ordering::SeqCst);
+                    }
+                }
+                Some(done) = restore_rx.recv() => {
+                    self.finish_restore(done)?;
+                    if !self.shutting_down {
+                        self.sync()?;
                     }
                 }
                 Some(done) = done_rx.recv() => {
@@ -242,11 +268,17 @@ impl Daemon {
         Ok(if failed { RunOutcome::SomeFailed } else { RunOutcome::Ok })
     }
 
+    /// No capture or restore is in flight.
+    fn idle(&self) -> bool {
+        self.running.is_empty() && self.restores.is_empty()
+    }
+
     fn has_startable_work(&self) -> Result2<bool> {
-        Ok(self.store.objects(Some(Kind::Snapshot), None)?.iter().any(|o| {
+        let snapshots = self.store.objects(Some(Kind::Snapshot), None)?.iter().any(|o| {
             !self.running.contains_key(&o.uid)
                 && matches!(Object::from_stored(Kind::Snapshot, o.object.clone()), Ok(Object::Snapshot(s)) if snap::next_step(s.status.as_ref()) == snap::Step::Capture)
-        }))
+        });
+        Ok(snapshots || self.has_startable_restores()?)
     }
 
     /// Stores an object and rewrites its status file.
@@ -292,6 +324,9 @@ impl Daemon {
         for (key, obj) in stored {
             if obj.manifest_file.as_ref().is_some_and(|f| scan.unparsable.contains(f)) {
                 continue; // its file is being edited or broken: keep the object
+            }
+            if obj.manifest_file.is_none() && self.owner_exists(&obj)? {
+                continue; // made by volsnap (a pre-restore snapshot) for an object that exists
             }
             self.delete(&key, obj)?;
         }
@@ -439,6 +474,7 @@ impl Daemon {
         if self.shutting_down {
             return Ok(());
         }
+        self.start_restores()?;
         for stored in self.store.objects(Some(Kind::Snapshot), None)? {
             if self.running.len() >= self.cfg.max_concurrent.max(1) {
                 break;
@@ -467,8 +503,6 @@ impl Daemon {
             Some(
                 "source.persistentVolumeClaim is served by the Kubernetes controller (volsnap controller), not in files mode",
             )
-        } else if src.archive.is_some() {
-            Some("source.archive (adopting an archive) is not supported by this release yet")
         } else {
             None
         };
@@ -477,6 +511,9 @@ impl Daemon {
             tracing::warn!(object = %key, "{msg}");
             stored.object = Object::Snapshot(s).to_value();
             return self.save(&stored);
+        }
+        if let Some(archive) = src.archive.clone() {
+            return self.start_adoption(stored, s, &archive.path);
         }
         let resolution = self.policy.resolve(src.paths.as_deref().unwrap_or_default());
         st.skipped = resolution.skipped.clone();
@@ -610,6 +647,23 @@ impl Daemon {
                 };
                 let skipped: Vec<SkippedVolume> = std::mem::take(&mut st.skipped);
                 snap::completed(st, generation, now, archive, outcome.volumes.clone(), skipped);
+                if let Some(src) = &s.spec.source.archive {
+                    let msg = format!(
+                        "Adopted {} after verifying it end to end as untrusted input: {} volume(s), stored as {}. The paths recorded inside are information only: restore it with spec.targetPath",
+                        src.path,
+                        outcome.volumes.len(),
+                        dest.display()
+                    );
+                    conditions::set(
+                        &mut st.conditions,
+                        types::READY,
+                        ConditionStatus::True,
+                        reasons::ADOPTED,
+                        &msg,
+                        Some(generation),
+                        now,
+                    );
+                }
                 let msg = conditions::get(&st.conditions, types::READY).map(|c| c.message.clone()).unwrap_or_default();
                 tracing::info!(object = %run.key, "Captured VolumeSnapshot: {msg}");
             }
@@ -629,6 +683,11 @@ impl Daemon {
                     path.display()
                 );
                 snap::failed(st, generation, now, reasons::ARCHIVE_WRITE_FAILED, &msg);
+                tracing::error!(object = %run.key, "Failed VolumeSnapshot: {msg}");
+            }
+            Err(CaptureError::Rejected(ref why)) => {
+                let msg = format!("{why}. Nothing was adopted; the original file was not changed");
+                snap::failed(st, generation, now, reasons::ARCHIVE_INVALID, &msg);
                 tracing::error!(object = %run.key, "Failed VolumeSnapshot: {msg}");
             }
             Err(ref e @ CaptureError::ReadVolume { .. }) => {
@@ -780,28 +839,7 @@ fn init_status(obj: &mut Object, generation: i64, now: Time) {
         }
         Object::Restore(r) => {
             let st = r.status.get_or_insert_with(Default::default);
-            st.phase = Some(Phase::Failed);
-            st.observed_generation = Some(generation);
-            st.completion_time = Some(now);
-            let msg = "VolumeRestore is validated but not executed by this release of volsnap; nothing was touched";
-            conditions::set(
-                &mut st.conditions,
-                types::SUCCEEDED,
-                ConditionStatus::False,
-                reasons::NOT_IMPLEMENTED,
-                msg,
-                Some(generation),
-                now,
-            );
-            conditions::set(
-                &mut st.conditions,
-                types::PROGRESSING,
-                ConditionStatus::False,
-                reasons::NOT_IMPLEMENTED,
-                msg,
-                Some(generation),
-                now,
-            );
+            crate::core::restore::pending(st, generation, now, reasons::PENDING, "Accepted; waiting for a worker");
         }
         Object::Schedule(s) => {
             let st = s.status.get_or_insert_with(Default::default);

@@ -43,6 +43,17 @@ CREATE TABLE archives (
 );
 CREATE INDEX archives_by_name ON archives (namespace, name);
 "#,
+    // Version 2: the write-ahead journal of restores (see store/journal.rs).
+    r#"
+CREATE TABLE restore_journal (
+    restore_uid TEXT PRIMARY KEY,
+    namespace   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    step        TEXT NOT NULL,
+    plan_json   TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes and expects.

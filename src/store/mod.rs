@@ -40,6 +40,7 @@
 //!   kept, and a refused path is never touched;
 //! - any other file is left alone.
 
+mod journal;
 mod migrations;
 mod paths;
 mod sweep;
@@ -56,6 +57,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::api::{Kind, ObjectKey, Time};
 
+pub use journal::JournalRow;
 pub use migrations::SCHEMA_VERSION;
 
 /// File name of the database inside the state directory.

@@ -118,6 +118,15 @@ pub enum ArchiveError {
         /// The cap.
         limit: u64,
     },
+    /// Writing an extracted entry failed (disk full, permissions, or a path
+    /// component that is not the directory the extractor created).
+    #[error("extracting into {path}: {source}")]
+    Extract {
+        /// The destination path.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
     /// The file's sha256 is not the expected one.
     #[error("checksum mismatch: expected sha256 {expected}, the file has {actual}")]
     ChecksumMismatch {
@@ -174,6 +183,8 @@ pub struct EntryInfo {
     pub mtime: i64,
     /// Symlink target (as stored) or hard link target (normalised), lossy UTF-8.
     pub link_target: Option<String>,
+    /// The same target, exact bytes (for extraction).
+    pub link_bytes: Option<Vec<u8>>,
 }
 
 /// Limits for verification of untrusted archives.
@@ -198,6 +209,10 @@ pub struct VolumeReport {
     pub files: u64,
     /// Content bytes.
     pub bytes: u64,
+    /// Directories, the volume root included.
+    pub directories: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
 }
 
 /// What verification found.
@@ -231,7 +246,35 @@ pub struct VerifyReport {
 /// visited when an error is returned were valid on their own. Nothing is
 /// written to disk.
 pub fn list(path: &Path, visit: &mut dyn FnMut(&EntryInfo)) -> Result<ArchiveManifest, ArchiveError> {
-    walk(path, &VerifyLimits::default(), visit).map(|r| r.manifest)
+    walk(path, &VerifyLimits::default(), &mut VisitOnly(visit)).map(|r| r.manifest)
+}
+
+/// Receives the entries of an archive as the walker validates them. Used by
+/// [`list`], [`verify`] and the extractor ([`crate::engine::extract`]), so
+/// that every consumer sees exactly the entries the checks accepted.
+pub(crate) trait EntrySink {
+    /// Called once, after `volsnap.json` has been parsed and validated, before
+    /// any other entry.
+    fn manifest(&mut self, _manifest: &ArchiveManifest) -> Result<(), ArchiveError> {
+        Ok(())
+    }
+
+    /// Called for every entry (`volsnap.json` first) once its name, type,
+    /// parents and link target have passed the checks. `data` yields a
+    /// regular file's content (nothing for other kinds); what the sink does
+    /// not read is drained and checked by the walker afterwards. Read errors
+    /// are reported by the walker, in preference to the sink's own error.
+    fn entry(&mut self, info: &EntryInfo, data: &mut dyn Read) -> Result<(), ArchiveError>;
+}
+
+/// A sink that only looks at the entry metadata.
+struct VisitOnly<'a>(&'a mut dyn FnMut(&EntryInfo));
+
+impl EntrySink for VisitOnly<'_> {
+    fn entry(&mut self, info: &EntryInfo, _data: &mut dyn Read) -> Result<(), ArchiveError> {
+        (self.0)(info);
+        Ok(())
+    }
 }
 
 /// Reads the whole archive and checks its structure, its compression
@@ -250,7 +293,17 @@ pub fn list(path: &Path, visit: &mut dyn FnMut(&EntryInfo)) -> Result<ArchiveMan
 /// counts above `limits`. Symlink targets are data: they are not checked, and
 /// an extractor must never write through them.
 pub fn verify(path: &Path, limits: &VerifyLimits) -> Result<VerifyReport, ArchiveError> {
-    let report = walk(path, limits, &mut |_| {})?;
+    walk_checked(path, limits, &mut VisitOnly(&mut |_| {}))
+}
+
+/// Walks the whole archive through `sink`, then checks the sha256 when
+/// `limits` asks for one.
+pub(crate) fn walk_checked(
+    path: &Path,
+    limits: &VerifyLimits,
+    sink: &mut dyn EntrySink,
+) -> Result<VerifyReport, ArchiveError> {
+    let report = walk(path, limits, sink)?;
     if let Some(expected) = &limits.expected_sha256
         && !expected.trim().eq_ignore_ascii_case(&report.sha256)
     {
@@ -536,7 +589,7 @@ impl Ctx<'_> {
     }
 }
 
-fn walk(path: &Path, limits: &VerifyLimits, visit: &mut dyn FnMut(&EntryInfo)) -> Result<VerifyReport, ArchiveError> {
+fn walk(path: &Path, limits: &VerifyLimits, sink: &mut dyn EntrySink) -> Result<VerifyReport, ArchiveError> {
     let ctx = Ctx { path, file_failed: Rc::new(Cell::new(false)), early_eof: Rc::new(Cell::new(false)) };
     let file = File::open(path).map_err(|e| ctx.io(e))?;
     let hashing = HashingReader { inner: file, hasher: Sha256::new(), count: 0, failed: ctx.file_failed.clone() };
@@ -573,7 +626,7 @@ fn walk(path: &Path, limits: &VerifyLimits, visit: &mut dyn FnMut(&EntryInfo)) -
                 Some(Ok(e)) => e,
                 Some(Err(e)) => return Err(ctx.stream(e)),
             };
-            w.entry(entry, visit)?;
+            w.entry(entry, sink)?;
         }
     }
     let manifest =
@@ -644,11 +697,7 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn entry<R: Read>(
-        &mut self,
-        mut entry: tar::Entry<'_, R>,
-        visit: &mut dyn FnMut(&EntryInfo),
-    ) -> Result<(), ArchiveError> {
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>, sink: &mut dyn EntrySink) -> Result<(), ArchiveError> {
         self.entries += 1;
         if let Some(limit) = self.limits.max_entries
             && self.entries > limit
@@ -719,11 +768,19 @@ impl Walker<'_> {
             let manifest = parse_manifest(&data)?;
             for (pos, v) in manifest.volumes.iter().enumerate() {
                 self.volume_pos.insert(v.index, pos);
-                self.volumes.push(VolumeReport { index: v.index, name: v.name.clone(), files: 0, bytes: 0 });
+                self.volumes.push(VolumeReport {
+                    index: v.index,
+                    name: v.name.clone(),
+                    files: 0,
+                    bytes: 0,
+                    directories: 0,
+                    symlinks: 0,
+                });
             }
+            sink.manifest(&manifest)?;
             self.manifest = Some(manifest);
             self.seen.insert(name_key(&name), Seen::Manifest);
-            visit(&EntryInfo {
+            let info = EntryInfo {
                 path: MANIFEST_ENTRY.into(),
                 path_bytes: name,
                 kind,
@@ -733,7 +790,9 @@ impl Walker<'_> {
                 gid,
                 mtime,
                 link_target: None,
-            });
+                link_bytes: None,
+            };
+            sink.entry(&info, &mut io::empty())?;
             return Ok(());
         }
 
@@ -773,6 +832,7 @@ impl Walker<'_> {
         }
 
         let mut link_target = None;
+        let mut link_bytes = None;
         match kind {
             EntryKind::Symlink => {
                 let target = link_raw.unwrap_or_default();
@@ -780,6 +840,7 @@ impl Walker<'_> {
                     return Err(ArchiveError::UnsafePath { entry: shown, why: "symlink with an empty target".into() });
                 }
                 link_target = Some(lossy(&target));
+                link_bytes = Some(target);
             }
             EntryKind::Hardlink => {
                 let target_raw = link_raw.unwrap_or_default();
@@ -798,6 +859,7 @@ impl Walker<'_> {
                     None => return Err(bad("the target is not an earlier entry of the archive".into())),
                 }
                 link_target = Some(lossy(&target));
+                link_bytes = Some(target);
             }
             EntryKind::File | EntryKind::Dir => {}
         }
@@ -827,35 +889,60 @@ impl Walker<'_> {
             }
         }
 
+        if kind == EntryKind::File
+            && let Some(limit) = self.limits.max_expanded_bytes
+            && self.bytes.saturating_add(size) > limit
+        {
+            return Err(ArchiveError::TooLarge { limit });
+        }
+        let info = EntryInfo {
+            path: lossy(&name),
+            path_bytes: name,
+            kind,
+            size,
+            mode,
+            uid,
+            gid,
+            mtime,
+            link_target,
+            link_bytes,
+        };
+        let mut content = Content { entry: &mut entry, left: size, failed: None };
+        let sunk = sink.entry(&info, &mut content);
+        if let Some(e) = content.failed.take() {
+            return Err(self.content_error(e, &shown));
+        }
+        sunk?;
+        // Whatever the sink did not read is drained, so truncation and
+        // corruption inside the data are found all the same.
+        while content.left > 0 {
+            let want = content.left.min(self.buf.len() as u64) as usize;
+            if let Err(e) = content.read(&mut self.buf[..want]) {
+                return Err(self.content_error(e, &shown));
+            }
+        }
         if kind == EntryKind::File {
-            if let Some(limit) = self.limits.max_expanded_bytes
-                && self.bytes.saturating_add(size) > limit
-            {
-                return Err(ArchiveError::TooLarge { limit });
-            }
-            let mut left = size;
-            while left > 0 {
-                let want = left.min(self.buf.len() as u64) as usize;
-                let n = match entry.read(&mut self.buf[..want]) {
-                    Ok(0) => {
-                        return Err(ArchiveError::Truncated(format!("the archive ends inside the data of {shown:?}")));
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(self.ctx.stream(e)),
-                };
-                left -= n as u64;
-            }
             self.bytes += size;
         }
-        if matches!(kind, EntryKind::File | EntryKind::Hardlink) {
-            self.files += 1;
-            let v = &mut self.volumes[vpos];
-            v.files += 1;
-            v.bytes += size;
+        let v = &mut self.volumes[vpos];
+        match kind {
+            EntryKind::File | EntryKind::Hardlink => {
+                self.files += 1;
+                v.files += 1;
+                v.bytes += size;
+            }
+            EntryKind::Dir => v.directories += 1,
+            EntryKind::Symlink => v.symlinks += 1,
         }
-        visit(&EntryInfo { path: lossy(&name), path_bytes: name, kind, size, mode, uid, gid, mtime, link_target });
         Ok(())
+    }
+
+    fn content_error(&self, e: io::Error, shown: &str) -> ArchiveError {
+        if e.kind() == io::ErrorKind::UnexpectedEof && !self.ctx.file_failed.get() {
+            ArchiveError::Truncated(format!("the archive ends inside the data of {shown:?}"))
+        } else {
+            self.ctx.stream(e)
+        }
     }
 
     /// The volume index of `volumes/<index>/...` and the component count.
@@ -878,6 +965,45 @@ impl Walker<'_> {
             return Err(ArchiveError::UnknownVolume { entry: shown.to_string(), index });
         }
         Ok((index, depth))
+    }
+}
+
+/// The content of one entry, exactly `left` bytes: an early end of the
+/// stream is an `UnexpectedEof` error, never a short file. The first error is
+/// kept for the walker, which reports it rather than the sink's.
+struct Content<'e, 'a, R: Read> {
+    entry: &'e mut tar::Entry<'a, R>,
+    left: u64,
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Read for Content<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.failed.is_some() {
+            return Err(io::Error::other("the archive could not be read further"));
+        }
+        let want = self.left.min(buf.len() as u64) as usize;
+        loop {
+            match self.entry.read(&mut buf[..want]) {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "the archive ends inside a file's data");
+                    self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+                    return Err(e);
+                }
+                Ok(n) => {
+                    self.left -= n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
     }
 }
 
@@ -922,6 +1048,7 @@ impl PaxInfo {
     fn read<R: Read>(entry: &mut tar::Entry<'_, R>, name: &[u8]) -> Result<PaxInfo, String> {
         let mut info = PaxInfo { mtime: None, sparse: false };
         let link = entry.link_name_bytes().map(|l| l.into_owned());
+        let header_size = entry.header().entry_size().unwrap_or(0);
         let shown = lossy(name);
         let Some(exts) = entry.pax_extensions().map_err(|e| format!("entry {shown:?}: {e}"))? else {
             return Ok(info);
@@ -942,7 +1069,18 @@ impl PaxInfo {
                 b"linkpath" if Some(value) != link.as_deref() => {
                     return Err(format!("entry {shown:?}: pax linkpath and GNU long link disagree"));
                 }
-                b"size" | b"uid" | b"gid" => {
+                b"size" => {
+                    let size = std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad)?;
+                    // RUSTSEC-2026-0068: readers that take the header's size
+                    // over the pax one see different entries. volsnap writes
+                    // a zero header size whenever it writes a pax size.
+                    if header_size != 0 && header_size != size {
+                        return Err(format!(
+                            "entry {shown:?}: pax size {size} disagrees with the header size {header_size}"
+                        ));
+                    }
+                }
+                b"uid" | b"gid" => {
                     std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad)?;
                 }
                 b"mtime" => info.mtime = Some(parse_pax_time(value).ok_or_else(bad)?),
@@ -1117,8 +1255,14 @@ mod tests {
     fn good_archive_verifies_and_lists() {
         let r = check(good()).unwrap();
         assert_eq!((r.entries, r.files, r.bytes), (7, 3, 8));
-        assert_eq!(r.volumes[0], VolumeReport { index: 0, name: "data".into(), files: 2, bytes: 5 });
-        assert_eq!(r.volumes[1], VolumeReport { index: 1, name: "conf".into(), files: 1, bytes: 3 });
+        assert_eq!(
+            (r.volumes[0].index, r.volumes[0].name.as_str(), r.volumes[0].files, r.volumes[0].bytes),
+            (0, "data", 2, 5)
+        );
+        assert_eq!(
+            (r.volumes[1].index, r.volumes[1].name.as_str(), r.volumes[1].files, r.volumes[1].bytes),
+            (1, "conf", 1, 3)
+        );
         let mut f = Files::new();
         let p = f.entries(&good());
         let mut seen = Vec::new();

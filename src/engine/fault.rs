@@ -1,0 +1,36 @@
+//! Fault injection for the crash tests.
+//!
+//! Built only with `--features fault-injection` (as `make test` does); in
+//! every other build [`point`] is an empty inline function. With the feature,
+//! `VOLSNAP_FAULT=<name>` makes the process kill itself with SIGKILL when it
+//! reaches the point called `<name>`: no destructor, no flush, no cleanup,
+//! exactly like `kill -9` or a power cut at that moment (the journal's
+//! writes are already durable by then).
+
+/// Dies here if `VOLSNAP_FAULT` names this point (test builds only).
+#[inline]
+pub fn point(name: &str) {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("VOLSNAP_FAULT").is_ok_and(|v| v == name) {
+        eprintln!("volsnap: fault injection: killing the process at {name}");
+        // SAFETY: kill(getpid(), SIGKILL) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        // SIGKILL is not delivered synchronously on every kernel path.
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = name;
+}
+
+/// Test builds only: `VOLSNAP_FORCE_TWO_STEP_RENAME=1` makes the swap use the
+/// journaled two-step rename instead of `RENAME_EXCHANGE`, so the fallback is
+/// tested on file systems that support the exchange.
+pub fn force_two_step_rename() -> bool {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var_os("VOLSNAP_FORCE_TWO_STEP_RENAME").is_some() {
+        return true;
+    }
+    false
+}

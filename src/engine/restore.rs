@@ -1,0 +1,1224 @@
+//! Restore: put a snapshot's data back, crash-safely, with downtime
+//! independent of the data size.
+//!
+//! # The sequence
+//!
+//! 1. **Pre-flight** ([`preflight`], all-or-nothing, touches nothing): the
+//!    snapshot is Completed; every target is re-derived from the source's
+//!    CURRENT configuration (never from paths in the archive) and checked
+//!    against the allowed roots; targets are not mount points; each file
+//!    system has room for the expanded data.
+//! 2. **Extract** while the workload runs: the untrusted-archive extractor
+//!    writes each volume into a sibling staging directory on the target's
+//!    file system (`.<name>.volsnap-restore-<uid>`), checking the whole
+//!    archive and its sha256 on the way; then one `syncfs` makes it durable.
+//! 3. **Stop** the workload ([`Workload`]), **swap** each staging directory
+//!    with its target (`renameat2(RENAME_EXCHANGE)`, or a two-step rename
+//!    through `.<name>.volsnap-old-<uid>` where the file system has no
+//!    exchange), fsync the parents, **start** the workload. Downtime is
+//!    stop + swap + start.
+//! 4. **Pre-restore snapshot**: the replaced data (now in the staging or
+//!    aside directory) is archived as the snapshot `<restore>-pre-restore`,
+//!    recorded in one transaction with the journal step, then removed.
+//!
+//! # The journal
+//!
+//! Every step is written to the `restore_journal` table (SQLite,
+//! `synchronous=FULL`) BEFORE it is taken, with the plan. [`recover`] runs at
+//! start-up, before any reconcile, and for every row: before the first swap
+//! it rolls back (removes staging directories); once any swap has happened
+//! it rolls forward (finishes the swaps); in both cases it starts the
+//! workload units the journal says were stopped, then finishes the
+//! pre-restore snapshot and cleans up. Which data lies where is read from
+//! the file system by directory identity (device, inode), which renames
+//! keep, so a crash between a rename and its journal write is harmless.
+//! Live data is therefore always entirely old or entirely new, never mixed
+//! and, once recovery has run, never missing.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::archive::{ArchiveError, ArchiveManifest, ManifestVolume, SnapshotRef, VerifyLimits, VerifyReport};
+use super::capture::{self, CaptureJob, CaptureProgress, CaptureVolume};
+use super::extract::{self, ExtractVolume};
+use super::fault;
+use super::paths::{PathPolicy, volume_names};
+use super::swap::{self, DirId};
+use super::workload::{StoppedUnit, Workload};
+use crate::api::{
+    API_VERSION, ArchiveStatus, Compression, DeletionPolicy, Kind, ObjectKey, PathSource, RestoredVolume,
+    SnapshotSource, Time, VolumeRestoreSpec, VolumeSnapshot, VolumeSnapshotSpec,
+};
+use crate::core::{reasons, snapshot as snap};
+use crate::store::{ArchiveRecord, JournalRow, Store, StoredObject};
+
+/// Annotation on a pre-restore snapshot: the restore that made it
+/// (`<namespace>/<name>`). Files mode deletes the snapshot object (never its
+/// archive) together with that restore.
+pub const PRE_RESTORE_OF_ANNOTATION: &str = "volsnap.dev/pre-restore-of";
+
+/// Suffix of the snapshot that keeps the replaced data.
+pub const PRE_RESTORE_SUFFIX: &str = "-pre-restore";
+
+/// Headroom on the snapshot's recorded byte count before extraction is
+/// refused as a decompression bomb: 1/8 more, plus 64 MiB.
+const BOMB_HEADROOM_FRACTION: u64 = 8;
+const BOMB_HEADROOM_BYTES: u64 = 64 << 20;
+/// Space counted per entry on top of its content (inode, last block).
+const SPACE_PER_ENTRY: u64 = 4096;
+
+/// Identity of an object in a plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+}
+
+/// Where the restored data goes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Destination {
+    /// Over the live data: each volume's target is swapped.
+    InPlace,
+    /// Into a new directory (`spec.targetPath`); no workload is touched.
+    NewDirectory {
+        /// The directory to create (or an existing empty one).
+        target: PathBuf,
+        /// Its sibling staging directory, renamed onto `target` at the end.
+        staging: PathBuf,
+    },
+}
+
+/// One volume of a plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumePlan {
+    /// Index in the archive.
+    pub index: u32,
+    /// Volume name.
+    pub name: String,
+    /// Where the data ends up.
+    pub target: PathBuf,
+    /// Where it is extracted first.
+    pub staging: PathBuf,
+    /// Where the old data goes in a two-step swap.
+    pub aside: PathBuf,
+    /// Bytes recorded for the volume in the snapshot.
+    pub bytes: u64,
+    /// Entries recorded (files, directories, symlinks).
+    pub entries: u64,
+    /// Identity of the live target when extraction finished (`None`: the
+    /// target did not exist and is created).
+    #[serde(default)]
+    pub old_id: Option<DirId>,
+    /// Identity of the extracted staging directory.
+    #[serde(default)]
+    pub new_id: Option<DirId>,
+}
+
+/// The snapshot that will keep the replaced data.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreRestorePlan {
+    /// Object name (`<restore>-pre-restore`) and the uid it will get.
+    pub snapshot: ObjRef,
+    /// Archive path relative to the archives directory.
+    pub rel_path: String,
+    /// The same, absolute (checked to lie inside the archives directory).
+    pub abs_path: PathBuf,
+    /// Compression (that of the restored snapshot).
+    pub compression: Compression,
+}
+
+/// Everything a restore does, decided by the pre-flight and journaled.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePlan {
+    /// The restore.
+    pub restore: ObjRef,
+    /// The snapshot restored from.
+    pub snapshot: ObjRef,
+    /// The archive file.
+    pub archive: PathBuf,
+    /// Its sha256 as recorded in the snapshot's status.
+    pub sha256: String,
+    /// Decompression-bomb cap on expanded bytes.
+    pub max_bytes: u64,
+    /// Cap on entries.
+    pub max_entries: u64,
+    /// Over the live data, or into a new directory.
+    pub destination: Destination,
+    /// The volumes, in archive order.
+    pub volumes: Vec<VolumePlan>,
+    /// Keep the replaced data as a snapshot.
+    pub pre_restore: Option<PreRestorePlan>,
+    /// Workload units stopped (recorded before they are stopped).
+    #[serde(default)]
+    pub stopped: Vec<StoppedUnit>,
+    /// Seconds the workload was down, once known.
+    #[serde(default)]
+    pub downtime_seconds: Option<f64>,
+}
+
+/// The steps, in order, as recorded in the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum JournalStep {
+    /// Staging directories are being created and filled.
+    Extracting,
+    /// Staging is complete and durable; nothing live was touched.
+    Extracted,
+    /// The workload units in the plan are being stopped.
+    Stopping,
+    /// Swaps are under way (some may be done).
+    Swapping,
+    /// Every swap is done and durable.
+    Swapped,
+    /// The workload is running again; the restore's effect is complete.
+    Started,
+    /// The pre-restore snapshot is recorded; old data is being removed.
+    Recorded,
+}
+
+impl JournalStep {
+    const ALL: [JournalStep; 7] = [
+        JournalStep::Extracting,
+        JournalStep::Extracted,
+        JournalStep::Stopping,
+        JournalStep::Swapping,
+        JournalStep::Swapped,
+        JournalStep::Started,
+        JournalStep::Recorded,
+    ];
+
+    /// The word stored in the journal (and used in fault-injection names,
+    /// `restore:<word>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalStep::Extracting => "Extracting",
+            JournalStep::Extracted => "Extracted",
+            JournalStep::Stopping => "Stopping",
+            JournalStep::Swapping => "Swapping",
+            JournalStep::Swapped => "Swapped",
+            JournalStep::Started => "Started",
+            JournalStep::Recorded => "Recorded",
+        }
+    }
+
+    fn parse(s: &str) -> Option<JournalStep> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// A refused or failed restore: a CamelCase reason and a message a person
+/// can act on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    /// Condition reason.
+    pub reason: &'static str,
+    /// What failed and why, and what to do.
+    pub message: String,
+    /// Not a failure yet: the restore should wait and be retried (the
+    /// snapshot is still being taken, a volume is busy).
+    pub wait: bool,
+}
+
+impl Refusal {
+    fn fail(reason: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal { reason, message: message.into(), wait: false }
+    }
+}
+
+/// What the pre-flight needs to know, gathered by the front-end.
+pub struct PreflightInput<'a> {
+    /// The restore's identity.
+    pub restore: ObjRef,
+    /// Its spec.
+    pub spec: &'a VolumeRestoreSpec,
+    /// The snapshot it names, if it exists.
+    pub snapshot: Option<&'a VolumeSnapshot>,
+    /// The snapshot's archive: absolute path (containment-checked) and the
+    /// manifest recorded when it was written or adopted.
+    pub archive: Option<(PathBuf, ArchiveManifest)>,
+    /// Allowed roots and denylist.
+    pub policy: &'a PathPolicy,
+    /// Where the pre-restore snapshot would go, when `keepPreRestore`.
+    pub pre_restore: Option<PreRestorePlan>,
+    /// Whether an object named `<restore>-pre-restore` exists already.
+    pub pre_restore_name_taken: bool,
+}
+
+/// Checks everything that can be checked without touching data and
+/// returns the plan, or why the restore cannot (or cannot yet) run.
+pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
+    let spec = input.spec;
+    let snap_key = format!("{}/{}", input.restore.namespace, spec.snapshot_name);
+    let Some(snapshot) = input.snapshot else {
+        return Err(Refusal::fail(
+            reasons::SNAPSHOT_NOT_FOUND,
+            format!(
+                "VolumeSnapshot {snap_key} does not exist; nothing was touched. Create it (or fix spec.snapshotName) and re-add this restore"
+            ),
+        ));
+    };
+    let st = snapshot.status.clone().unwrap_or_default();
+    match st.phase {
+        Some(crate::api::Phase::Completed) => {}
+        Some(crate::api::Phase::Failed) => {
+            return Err(Refusal::fail(
+                reasons::SNAPSHOT_NOT_READY,
+                format!("VolumeSnapshot {snap_key} is Failed and has no archive to restore from; nothing was touched"),
+            ));
+        }
+        other => {
+            return Err(Refusal {
+                reason: reasons::SNAPSHOT_NOT_READY,
+                message: format!(
+                    "Waiting: VolumeSnapshot {snap_key} is {} and not Completed yet; the restore starts when it is",
+                    other.map(|p| p.as_str()).unwrap_or("Pending")
+                ),
+                wait: true,
+            });
+        }
+    }
+    let (Some(archive_status), Some((archive_path, manifest))) = (st.archive.clone(), input.archive) else {
+        return Err(Refusal::fail(
+            reasons::SNAPSHOT_NOT_READY,
+            format!("VolumeSnapshot {snap_key} has no recorded archive; nothing was touched"),
+        ));
+    };
+
+    // Which volumes.
+    let available: Vec<&str> = st.volumes.iter().map(|v| v.name.as_str()).collect();
+    let selected: Vec<&crate::api::CapturedVolume> = match &spec.volumes {
+        None => st.volumes.iter().collect(),
+        Some(names) => {
+            let mut out = Vec::new();
+            for n in names {
+                match st.volumes.iter().find(|v| &v.name == n) {
+                    Some(v) if !out.iter().any(|o: &&crate::api::CapturedVolume| o.name == v.name) => out.push(v),
+                    Some(_) => {}
+                    None => {
+                        return Err(Refusal::fail(
+                            reasons::UNKNOWN_VOLUME,
+                            format!(
+                                "spec.volumes names {n:?}, but VolumeSnapshot {snap_key} has only: {}; nothing was touched",
+                                available.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+            out
+        }
+    };
+    if selected.is_empty() {
+        return Err(Refusal::fail(reasons::UNKNOWN_VOLUME, format!("VolumeSnapshot {snap_key} holds no volume")));
+    }
+    let index_of = |name: &str| manifest.volumes.iter().find(|v| v.name == name).map(|v| v.index);
+
+    let uid8: String = input.restore.uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
+    let mut volumes = Vec::new();
+    let destination = match &spec.target_path {
+        Some(target) => {
+            let target = new_directory_target(target, input.policy)?;
+            let staging = sibling(&target, "volsnap-restore", &uid8);
+            for v in &selected {
+                let index = index_of(&v.name).ok_or_else(|| missing_in_archive(&v.name))?;
+                volumes.push(VolumePlan {
+                    index,
+                    name: v.name.clone(),
+                    target: target.join(&v.name),
+                    staging: staging.join(&v.name),
+                    aside: PathBuf::new(),
+                    bytes: v.bytes,
+                    entries: v.files + v.directories + v.symlinks,
+                    old_id: None,
+                    new_id: None,
+                });
+            }
+            Destination::NewDirectory { target, staging }
+        }
+        None => {
+            let paths = match &snapshot.spec.source {
+                SnapshotSource { paths: Some(p), .. } => p.clone(),
+                SnapshotSource { archive: Some(_), .. } => {
+                    return Err(Refusal::fail(
+                        reasons::TARGET_REQUIRED,
+                        format!(
+                            "VolumeSnapshot {snap_key} was adopted from an archive made elsewhere: the paths inside it are information only, so there is no live data to restore over. Set spec.targetPath to restore into a new directory; nothing was touched"
+                        ),
+                    ));
+                }
+                _ => {
+                    return Err(Refusal::fail(
+                        reasons::UNSUPPORTED_SOURCE,
+                        format!(
+                            "VolumeSnapshot {snap_key} has a container, volume or PVC source, which this release cannot restore in place yet; set spec.targetPath to restore into a new directory. Nothing was touched"
+                        ),
+                    ));
+                }
+            };
+            for v in &selected {
+                let index = index_of(&v.name).ok_or_else(|| missing_in_archive(&v.name))?;
+                let target = live_target(&paths, &v.name, input.policy)?;
+                volumes.push(VolumePlan {
+                    index,
+                    name: v.name.clone(),
+                    staging: sibling(&target, "volsnap-restore", &uid8),
+                    aside: sibling(&target, "volsnap-old", &uid8),
+                    target,
+                    bytes: v.bytes,
+                    entries: v.files + v.directories + v.symlinks,
+                    old_id: None,
+                    new_id: None,
+                });
+            }
+            Destination::InPlace
+        }
+    };
+    check_space(&volumes)?;
+    let pre_restore = if spec.keep_pre_restore && destination == Destination::InPlace {
+        if input.pre_restore_name_taken {
+            return Err(Refusal::fail(
+                reasons::PRE_RESTORE_NAME_TAKEN,
+                format!(
+                    "a VolumeSnapshot named {}{PRE_RESTORE_SUFFIX} already exists, so the replaced data would have nowhere to go; rename this restore or set keepPreRestore: false. Nothing was touched",
+                    input.restore.name
+                ),
+            ));
+        }
+        input.pre_restore
+    } else {
+        None
+    };
+    let total_bytes: u64 = st.volumes.iter().map(|v| v.bytes).sum();
+    let total_entries: u64 = st.volumes.iter().map(|v| v.files + v.directories + v.symlinks).sum();
+    Ok(RestorePlan {
+        restore: input.restore,
+        snapshot: ObjRef {
+            namespace: snapshot.metadata.namespace.clone().unwrap_or_default(),
+            name: spec.snapshot_name.clone(),
+            uid: snapshot.metadata.uid.clone().unwrap_or_default(),
+        },
+        archive: archive_path,
+        sha256: archive_status.sha256,
+        max_bytes: total_bytes + total_bytes / BOMB_HEADROOM_FRACTION + BOMB_HEADROOM_BYTES,
+        max_entries: total_entries + total_entries / BOMB_HEADROOM_FRACTION + 1024,
+        destination,
+        volumes,
+        pre_restore,
+        stopped: Vec::new(),
+        downtime_seconds: None,
+    })
+}
+
+fn missing_in_archive(name: &str) -> Refusal {
+    Refusal::fail(
+        reasons::ARCHIVE_INVALID,
+        format!("the snapshot's archive manifest has no volume {name:?}; nothing was touched"),
+    )
+}
+
+/// `<parent>/.<basename>.<what>-<uid8>`: a sibling on the same file system.
+fn sibling(target: &Path, what: &str, uid8: &str) -> PathBuf {
+    let base = target.file_name().map(|b| b.as_bytes()).unwrap_or(b"volume");
+    let base = &base[..base.len().min(180)];
+    let mut name = OsString::from(".");
+    name.push(std::ffi::OsStr::from_bytes(base));
+    name.push(format!(".{what}-{uid8}"));
+    target.parent().unwrap_or(Path::new("/")).join(name)
+}
+
+/// The live directory of volume `name`, re-derived from the snapshot's
+/// current source configuration and the allowed roots as they are now.
+fn live_target(paths: &[PathSource], name: &str, policy: &PathPolicy) -> Result<PathBuf, Refusal> {
+    let names = volume_names(paths);
+    let Some(pos) = names.iter().position(|n| n == name) else {
+        return Err(Refusal::fail(
+            reasons::TARGET_NOT_ALLOWED,
+            format!("volume {name:?} is no longer in the snapshot's source configuration; nothing was touched"),
+        ));
+    };
+    let resolution =
+        policy.resolve(std::slice::from_ref(&PathSource { name: Some(name.into()), ..paths[pos].clone() }));
+    if let Some(v) = resolution.volumes.first() {
+        if swap::is_mount_point(&v.path).unwrap_or(false) {
+            return Err(Refusal::fail(
+                reasons::TARGET_IS_MOUNT_POINT,
+                format!(
+                    "{} is a mount point, which cannot be swapped atomically by rename; restore into a new directory with spec.targetPath and switch the mount, or restore into its parent. Nothing was touched",
+                    v.path.display()
+                ),
+            ));
+        }
+        return Ok(v.path.clone());
+    }
+    let skipped = resolution.skipped.first().map(|s| s.reason.clone()).unwrap_or_default();
+    // A target that is gone (deleted by accident) is recreated, if its
+    // parent is where the policy allows.
+    if skipped.starts_with("no data on disk yet") {
+        let declared = Path::new(&paths[pos].path);
+        if let (Some(parent), Some(base)) = (declared.parent(), declared.file_name())
+            && let Ok(parent) = parent.canonicalize()
+        {
+            let target = parent.join(base);
+            if let Err(why) = policy.check(&target, &paths[pos].path) {
+                return Err(Refusal::fail(reasons::TARGET_NOT_ALLOWED, format!("{why}; nothing was touched")));
+            }
+            return Ok(target);
+        }
+    }
+    Err(Refusal::fail(
+        reasons::TARGET_NOT_ALLOWED,
+        format!("cannot restore volume {name:?}: {skipped}; nothing was touched"),
+    ))
+}
+
+/// `spec.targetPath`: absolute, under an allowed root (after resolving its
+/// parent), and absent or an empty directory.
+fn new_directory_target(target: &str, policy: &PathPolicy) -> Result<PathBuf, Refusal> {
+    let declared = Path::new(target);
+    let refuse =
+        |why: String| Refusal::fail(reasons::TARGET_NOT_ALLOWED, format!("spec.targetPath {why}; nothing was touched"));
+    if !declared.is_absolute() || declared.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(refuse(format!("{target:?} must be an absolute path without '..'")));
+    }
+    let (Some(parent), Some(base)) = (declared.parent(), declared.file_name()) else {
+        return Err(refuse(format!("{target:?} cannot be /")));
+    };
+    let parent = parent.canonicalize().map_err(|e| refuse(format!("{target}: its parent cannot be resolved: {e}")))?;
+    let resolved = parent.join(base);
+    policy.check(&resolved, target).map_err(|why| {
+        Refusal::fail(reasons::TARGET_NOT_ALLOWED, format!("spec.targetPath {why}; nothing was touched"))
+    })?;
+    match std::fs::symlink_metadata(&resolved) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(resolved),
+        Err(e) => Err(refuse(format!("{target}: {e}"))),
+        Ok(m) if m.is_dir() => {
+            let empty = std::fs::read_dir(&resolved).map(|mut d| d.next().is_none()).unwrap_or(false);
+            if empty {
+                Ok(resolved)
+            } else {
+                Err(Refusal::fail(
+                    reasons::TARGET_NOT_EMPTY,
+                    format!(
+                        "spec.targetPath {target} exists and is not empty; a restore never writes into existing data. Name a new or empty directory. Nothing was touched"
+                    ),
+                ))
+            }
+        }
+        Ok(_) => Err(Refusal::fail(
+            reasons::TARGET_NOT_EMPTY,
+            format!("spec.targetPath {target} exists and is not a directory; nothing was touched"),
+        )),
+    }
+}
+
+/// Free space per file system (statvfs on each target's parent).
+fn check_space(volumes: &[VolumePlan]) -> Result<(), Refusal> {
+    let mut need: BTreeMap<u64, (u64, PathBuf)> = BTreeMap::new();
+    for v in volumes {
+        let parent = v.staging.parent().unwrap_or(Path::new("/"));
+        let anchor = if parent.exists() {
+            parent.to_path_buf()
+        } else {
+            parent.parent().unwrap_or(Path::new("/")).to_path_buf()
+        };
+        let dev = swap::dir_id(&anchor).ok().flatten().map(|d| d.dev).unwrap_or(0);
+        let e = need.entry(dev).or_insert((0, anchor));
+        e.0 += v.bytes + v.entries.saturating_add(1) * SPACE_PER_ENTRY;
+    }
+    for (needed, anchor) in need.values() {
+        let free = swap::free_bytes(anchor).map_err(|e| {
+            Refusal::fail(
+                reasons::RESTORE_FAILED,
+                format!("cannot check free space on {}: {e}; nothing was touched", anchor.display()),
+            )
+        })?;
+        if free < *needed {
+            return Err(Refusal::fail(
+                reasons::INSUFFICIENT_SPACE,
+                format!(
+                    "the file system of {} has {free} bytes free, but the restore needs about {needed} bytes while old and new data both exist; free space and re-add the restore. Nothing was touched",
+                    anchor.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Execution.
+
+/// What a finished restore reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestoreOutcome {
+    /// Per volume: where the data went and how much.
+    pub volumes: Vec<RestoredVolume>,
+    /// Seconds the workload was stopped (in-place restores).
+    pub downtime_seconds: Option<f64>,
+    /// The pre-restore snapshot, if one was recorded.
+    pub pre_restore_snapshot: Option<ObjectKey>,
+    /// Things the operator should know (e.g. the old data could not be
+    /// archived and was kept on disk).
+    pub warnings: Vec<String>,
+}
+
+/// How a restore that did not complete ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RestoreFailure {
+    /// Rolled back: the live data is as it was. Reason and message for the
+    /// status.
+    RolledBack(Refusal),
+    /// Shutdown before the swap: rolled back, retried at the next start.
+    Interrupted,
+    /// Shutdown (or a store failure) after the swap: the journal keeps the
+    /// rest for the next start's recovery.
+    Unfinished(String),
+}
+
+/// The context of an execution.
+pub struct Executor<'a> {
+    /// The state store (the restore's own connection).
+    pub store: &'a Store,
+    /// The workload behind the targets.
+    pub workload: &'a dyn Workload,
+    /// Set on shutdown: extraction stops, later steps finish.
+    pub cancel: &'a AtomicBool,
+}
+
+impl Executor<'_> {
+    fn journal(&self, plan: &RestorePlan, step: JournalStep) -> Result<(), String> {
+        let row = JournalRow {
+            restore_uid: plan.restore.uid.clone(),
+            namespace: plan.restore.namespace.clone(),
+            name: plan.restore.name.clone(),
+            step: step.as_str().into(),
+            plan_json: serde_json::to_string(plan).map_err(|e| e.to_string())?,
+        };
+        self.store.journal_put(&row).map_err(|e| e.to_string())?;
+        fault::point(&format!("restore:{}", step.as_str()));
+        Ok(())
+    }
+
+    /// Runs a planned restore to the end, or rolls it back.
+    pub fn execute(&self, mut plan: RestorePlan) -> Result<RestoreOutcome, RestoreFailure> {
+        let failed = |reason, message: String| RestoreFailure::RolledBack(Refusal::fail(reason, message));
+        self.journal(&plan, JournalStep::Extracting).map_err(|e| {
+            failed(reasons::RESTORE_FAILED, format!("cannot write the restore journal: {e}; nothing was touched"))
+        })?;
+        let report = match self.extract(&plan) {
+            Ok(r) => r,
+            Err(f) => {
+                let cleanup = remove_staging(&plan);
+                let _ = self.store.journal_delete(&plan.restore.uid);
+                if let Err(e) = cleanup {
+                    tracing::error!(restore = %plan.restore.name, error = %e, "Could not remove a staging directory");
+                }
+                return Err(f);
+            }
+        };
+        for v in plan.volumes.iter_mut() {
+            v.new_id = swap::dir_id(&v.staging).ok().flatten();
+            v.old_id = swap::dir_id(&v.target).ok().flatten();
+        }
+        if let Destination::NewDirectory { staging, .. } = &plan.destination {
+            // The directory that is renamed is the staging root.
+            let id = swap::dir_id(staging).ok().flatten();
+            for v in plan.volumes.iter_mut() {
+                v.new_id = id;
+            }
+        }
+        if let Err(e) = self.journal(&plan, JournalStep::Extracted) {
+            let _ = remove_staging(&plan);
+            let _ = self.store.journal_delete(&plan.restore.uid);
+            return Err(failed(
+                reasons::RESTORE_FAILED,
+                format!("cannot write the restore journal: {e}; nothing was touched"),
+            ));
+        }
+        let volumes = restored_volumes(&plan, &report);
+        match plan.destination.clone() {
+            Destination::NewDirectory { target, staging } => {
+                self.journal(&plan, JournalStep::Swapping).map_err(RestoreFailure::Unfinished)?;
+                if let Err(e) = swap::rename_noreplace(&staging, &target).or_else(|e| {
+                    // An existing empty directory is replaced by rename(2).
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        std::fs::rename(&staging, &target)
+                    } else {
+                        Err(e)
+                    }
+                }) {
+                    let _ = remove_staging(&plan);
+                    let _ = self.store.journal_delete(&plan.restore.uid);
+                    return Err(failed(
+                        reasons::RESTORE_FAILED,
+                        format!(
+                            "cannot move the restored data into {}: {e}; nothing was left behind",
+                            target.display()
+                        ),
+                    ));
+                }
+                let _ = super::fsutil::fsync_dir(target.parent().unwrap_or(Path::new("/")));
+                let _ = self.store.journal_delete(&plan.restore.uid);
+                Ok(RestoreOutcome { volumes, downtime_seconds: None, pre_restore_snapshot: None, warnings: Vec::new() })
+            }
+            Destination::InPlace => self.swap_in_place(plan, volumes),
+        }
+    }
+
+    fn extract(&self, plan: &RestorePlan) -> Result<VerifyReport, RestoreFailure> {
+        let failed = |reason, message: String| RestoreFailure::RolledBack(Refusal::fail(reason, message));
+        let io_failed = |what: &str, path: &Path, e: std::io::Error| {
+            failed(
+                reasons::RESTORE_FAILED,
+                format!("cannot {what} {}: {e}; the live data was not touched", path.display()),
+            )
+        };
+        // Staging directories: fresh, private (0700) until their root entry
+        // sets the captured mode.
+        let mut roots = Vec::new();
+        if let Destination::NewDirectory { staging, .. } = &plan.destination {
+            swap::remove_tree(staging).map_err(|e| io_failed("clear the staging directory", staging, e))?;
+            make_private_dir(staging).map_err(|e| io_failed("create the staging directory", staging, e))?;
+        }
+        for v in &plan.volumes {
+            if plan.destination == Destination::InPlace {
+                swap::remove_tree(&v.staging).map_err(|e| io_failed("clear the staging directory", &v.staging, e))?;
+            }
+            make_private_dir(&v.staging).map_err(|e| io_failed("create the staging directory", &v.staging, e))?;
+            roots.push(ExtractVolume { index: v.index, name: v.name.clone(), root: v.staging.clone() });
+        }
+        let limits = VerifyLimits {
+            max_expanded_bytes: Some(plan.max_bytes),
+            max_entries: Some(plan.max_entries),
+            expected_sha256: Some(plan.sha256.clone()),
+        };
+        let cancel = || self.cancel.load(Ordering::Relaxed);
+        let report = extract::extract(&plan.archive, &roots, &limits, &cancel).map_err(|e| {
+            if self.cancel.load(Ordering::Relaxed) {
+                return RestoreFailure::Interrupted;
+            }
+            let reason = match &e {
+                ArchiveError::ChecksumMismatch { .. } => reasons::CHECKSUM_MISMATCH,
+                ArchiveError::Extract { .. } | ArchiveError::Io { .. } => reasons::RESTORE_FAILED,
+                _ => reasons::ARCHIVE_INVALID,
+            };
+            failed(
+                reason,
+                format!("the archive {} was rejected: {e}; the live data was not touched", plan.archive.display()),
+            )
+        })?;
+        fault::point("restore:extracted-unsynced");
+        let mut synced = std::collections::HashSet::new();
+        let dirs: Vec<&Path> = match &plan.destination {
+            Destination::NewDirectory { staging, .. } => vec![staging.as_path()],
+            Destination::InPlace => plan.volumes.iter().map(|v| v.staging.as_path()).collect(),
+        };
+        for d in dirs {
+            let dev = swap::dir_id(d).ok().flatten().map(|i| i.dev);
+            if synced.insert(dev) {
+                swap::sync_tree(d).map_err(|e| io_failed("make durable", d, e))?;
+            } else if let Some(parent) = d.parent() {
+                super::fsutil::fsync_dir(parent).map_err(|e| io_failed("make durable", d, e))?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn swap_in_place(
+        &self,
+        mut plan: RestorePlan,
+        volumes: Vec<RestoredVolume>,
+    ) -> Result<RestoreOutcome, RestoreFailure> {
+        let rollback = |plan: &RestorePlan, reason, message: String| {
+            let _ = remove_staging(plan);
+            let _ = self.store.journal_delete(&plan.restore.uid);
+            RestoreFailure::RolledBack(Refusal::fail(reason, message))
+        };
+        let targets: Vec<PathBuf> = plan.volumes.iter().map(|v| v.target.clone()).collect();
+        plan.stopped = match self.workload.plan_stop(&targets) {
+            Ok(u) => u,
+            Err(e) => {
+                return Err(rollback(&plan, reasons::WORKLOAD_FAILED, format!("{e}; the live data was not touched")));
+            }
+        };
+        self.journal(&plan, JournalStep::Stopping)
+            .map_err(|e| rollback(&plan, reasons::RESTORE_FAILED, format!("cannot write the restore journal: {e}")))?;
+        let down = Instant::now();
+        if let Err(e) = self.workload.stop(&plan.stopped) {
+            let restarted = self.workload.start(&plan.stopped);
+            let mut msg = format!("{e}; the live data was not touched");
+            if let Err(e2) = restarted {
+                msg.push_str(&format!("; starting it again also failed: {e2}"));
+            }
+            return Err(rollback(&plan, reasons::WORKLOAD_FAILED, msg));
+        }
+        // From the first swap on, the restore only goes forward: a failure
+        // here leaves the journal to the recovery sweep, which finishes it.
+        self.journal(&plan, JournalStep::Swapping).map_err(RestoreFailure::Unfinished)?;
+        for (i, v) in plan.volumes.iter().enumerate() {
+            if let Err(e) = swap_forward(v) {
+                if i == 0 {
+                    // Nothing swapped yet: roll back.
+                    let _ = self.workload.start(&plan.stopped);
+                    return Err(rollback(
+                        &plan,
+                        reasons::RESTORE_FAILED,
+                        format!("cannot swap {} into place: {e}; the live data was not touched", v.target.display()),
+                    ));
+                }
+                return Err(RestoreFailure::Unfinished(format!("swapping {}: {e}", v.target.display())));
+            }
+            if i == 0 {
+                fault::point("restore:first-swapped");
+            }
+        }
+        self.journal(&plan, JournalStep::Swapped).map_err(RestoreFailure::Unfinished)?;
+        let started = self.workload.start(&plan.stopped);
+        plan.downtime_seconds = Some((down.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+        let mut warnings = Vec::new();
+        if let Err(e) = started {
+            warnings.push(format!("the data was restored, but starting the workload again failed: {e}"));
+        }
+        self.journal(&plan, JournalStep::Started).map_err(RestoreFailure::Unfinished)?;
+        let (pre, more) = finish_after_swap(self.store, &plan, self.cancel)?;
+        warnings.extend(more);
+        Ok(RestoreOutcome { volumes, downtime_seconds: plan.downtime_seconds, pre_restore_snapshot: pre, warnings })
+    }
+}
+
+fn make_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+fn restored_volumes(plan: &RestorePlan, report: &VerifyReport) -> Vec<RestoredVolume> {
+    plan.volumes
+        .iter()
+        .map(|v| {
+            let counts = report.volumes.iter().find(|r| r.index == v.index);
+            RestoredVolume {
+                name: v.name.clone(),
+                path: v.target.display().to_string(),
+                files: counts.map(|c| c.files).unwrap_or(0),
+                bytes: counts.map(|c| c.bytes).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+/// Removes every staging directory of the plan (not the old data).
+fn remove_staging(plan: &RestorePlan) -> std::io::Result<()> {
+    if let Destination::NewDirectory { staging, .. } = &plan.destination {
+        return swap::remove_tree(staging);
+    }
+    for v in &plan.volumes {
+        swap::remove_tree(&v.staging)?;
+    }
+    Ok(())
+}
+
+/// Where a volume's data is, read from the file system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VolumeState {
+    /// The target still holds the old data (or nothing, when it is created).
+    NotSwapped,
+    /// Two-step swap half done: the old data is aside, the target missing.
+    Half,
+    /// The target holds the restored data.
+    Swapped,
+}
+
+fn volume_state(v: &VolumePlan) -> std::io::Result<VolumeState> {
+    let target = swap::dir_id(&v.target)?;
+    if target.is_some() && target == v.new_id {
+        return Ok(VolumeState::Swapped);
+    }
+    if target.is_none() && v.old_id.is_some() && swap::dir_id(&v.aside)? == v.old_id {
+        return Ok(VolumeState::Half);
+    }
+    Ok(VolumeState::NotSwapped)
+}
+
+/// Brings one volume to the Swapped state, from whatever state it is in.
+fn swap_forward(v: &VolumePlan) -> std::io::Result<()> {
+    let parent = v.target.parent().unwrap_or(Path::new("/"));
+    match volume_state(v)? {
+        VolumeState::Swapped => return Ok(()),
+        VolumeState::Half => swap::rename_noreplace(&v.staging, &v.target)?,
+        VolumeState::NotSwapped if v.old_id.is_none() => swap::rename_noreplace(&v.staging, &v.target)?,
+        VolumeState::NotSwapped => {
+            let exchanged = if fault::force_two_step_rename() {
+                Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "forced"))
+            } else {
+                swap::exchange(&v.staging, &v.target)
+            };
+            match exchanged {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                    swap::rename_noreplace(&v.target, &v.aside)?;
+                    fault::point("restore:two-step-half");
+                    swap::rename_noreplace(&v.staging, &v.target)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    super::fsutil::fsync_dir(parent)
+}
+
+/// Brings one volume back to the NotSwapped state (only ever called when no
+/// volume of the restore is Swapped).
+fn swap_back(v: &VolumePlan) -> std::io::Result<()> {
+    if volume_state(v)? == VolumeState::Half {
+        swap::rename_noreplace(&v.aside, &v.target)?;
+        super::fsutil::fsync_dir(v.target.parent().unwrap_or(Path::new("/")))?;
+    }
+    Ok(())
+}
+
+/// Where a volume's replaced data lies after its swap, if it had any.
+fn old_data_dir(v: &VolumePlan) -> Option<PathBuf> {
+    let old = v.old_id?;
+    [&v.staging, &v.aside].into_iter().find(|p| swap::dir_id(p).ok().flatten() == Some(old)).cloned()
+}
+
+/// After the swap (and the restart): archive the replaced data as the
+/// pre-restore snapshot, record it, remove it. Shared by the normal path
+/// and the recovery sweep. Returns the snapshot recorded and warnings.
+fn finish_after_swap(
+    store: &Store,
+    plan: &RestorePlan,
+    cancel: &AtomicBool,
+) -> Result<(Option<ObjectKey>, Vec<String>), RestoreFailure> {
+    let mut warnings = Vec::new();
+    let mut recorded = None;
+    let old_dirs: Vec<(usize, PathBuf)> =
+        plan.volumes.iter().enumerate().filter_map(|(i, v)| old_data_dir(v).map(|d| (i, d))).collect();
+    if let Some(pre) = &plan.pre_restore
+        && !old_dirs.is_empty()
+    {
+        match archive_old_data(store, plan, pre, &old_dirs, cancel) {
+            Ok(key) => recorded = Some(key),
+            Err(ArchiveOld::Cancelled) => {
+                return Err(RestoreFailure::Unfinished(
+                    "shutdown while archiving the replaced data; it resumes at the next start".into(),
+                ));
+            }
+            Err(ArchiveOld::Failed(msg)) => {
+                // Never delete data that was not archived.
+                let kept: Vec<String> = old_dirs.iter().map(|(_, d)| d.display().to_string()).collect();
+                warnings.push(format!(
+                    "the replaced data could not be archived as {}: {msg}; it is kept on disk at {}",
+                    pre.snapshot.name,
+                    kept.join(", ")
+                ));
+                let _ = store.journal_delete(&plan.restore.uid);
+                return Ok((None, warnings));
+            }
+        }
+    } else {
+        let _ = store.journal_put(&JournalRow {
+            restore_uid: plan.restore.uid.clone(),
+            namespace: plan.restore.namespace.clone(),
+            name: plan.restore.name.clone(),
+            step: JournalStep::Recorded.as_str().into(),
+            plan_json: serde_json::to_string(plan).unwrap_or_default(),
+        });
+        fault::point("restore:Recorded");
+    }
+    for (_, d) in &old_dirs {
+        if let Err(e) = swap::remove_tree(d) {
+            warnings.push(format!("could not remove the replaced data at {}: {e}", d.display()));
+        }
+    }
+    store.journal_delete(&plan.restore.uid).map_err(|e| RestoreFailure::Unfinished(e.to_string()))?;
+    Ok((recorded, warnings))
+}
+
+enum ArchiveOld {
+    Cancelled,
+    Failed(String),
+}
+
+fn archive_old_data(
+    store: &Store,
+    plan: &RestorePlan,
+    pre: &PreRestorePlan,
+    old_dirs: &[(usize, PathBuf)],
+    cancel: &AtomicBool,
+) -> Result<ObjectKey, ArchiveOld> {
+    let now = Time::now();
+    let volumes: Vec<CaptureVolume> = old_dirs
+        .iter()
+        .enumerate()
+        .map(|(i, (vi, dir))| CaptureVolume {
+            index: i as u32,
+            name: plan.volumes[*vi].name.clone(),
+            path: dir.clone(),
+            target: None,
+        })
+        .collect();
+    let manifest = ArchiveManifest {
+        format_version: super::archive::FORMAT_VERSION,
+        snapshot: SnapshotRef {
+            namespace: pre.snapshot.namespace.clone(),
+            name: pre.snapshot.name.clone(),
+            uid: pre.snapshot.uid.clone(),
+        },
+        creation_timestamp: now,
+        producer: Some(format!("volsnap {}", env!("CARGO_PKG_VERSION"))),
+        // The source recorded is the live path the data was replaced at.
+        volumes: volumes
+            .iter()
+            .zip(old_dirs)
+            .map(|(c, (vi, _))| ManifestVolume {
+                source: plan.volumes[*vi].target.display().to_string(),
+                ..ManifestVolume::from(c)
+            })
+            .collect(),
+    };
+    // A complete archive of an earlier, interrupted attempt is replaced.
+    let _ = std::fs::remove_file(&pre.abs_path);
+    let progress = CaptureProgress::default();
+    let outcome = capture::capture(CaptureJob {
+        manifest: &manifest,
+        volumes: &volumes,
+        compression: pre.compression,
+        dest: &pre.abs_path,
+        progress: &progress,
+        cancel,
+    })
+    .map_err(|e| match e {
+        capture::CaptureError::Cancelled => ArchiveOld::Cancelled,
+        other => ArchiveOld::Failed(other.to_string()),
+    })?;
+    let mut captured = outcome.volumes.clone();
+    for (c, (vi, _)) in captured.iter_mut().zip(old_dirs) {
+        c.path = plan.volumes[*vi].target.display().to_string();
+    }
+    let key =
+        ObjectKey { kind: Kind::Snapshot, namespace: pre.snapshot.namespace.clone(), name: pre.snapshot.name.clone() };
+    let mut snapshot = VolumeSnapshot::new(
+        &pre.snapshot.name,
+        VolumeSnapshotSpec {
+            source: SnapshotSource {
+                paths: Some(
+                    old_dirs
+                        .iter()
+                        .map(|(vi, _)| PathSource {
+                            name: Some(plan.volumes[*vi].name.clone()),
+                            path: plan.volumes[*vi].target.display().to_string(),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            quiesce: None,
+            compression: pre.compression,
+            deletion_policy: DeletionPolicy::Retain,
+            node_name: None,
+        },
+    );
+    snapshot.metadata.namespace = Some(pre.snapshot.namespace.clone());
+    snapshot.metadata.uid = Some(pre.snapshot.uid.clone());
+    snapshot.metadata.generation = Some(1);
+    snapshot.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now.0));
+    snapshot.metadata.annotations = Some(
+        [(PRE_RESTORE_OF_ANNOTATION.to_string(), format!("{}/{}", plan.restore.namespace, plan.restore.name))]
+            .into_iter()
+            .collect(),
+    );
+    let status = snapshot.status.get_or_insert_with(Default::default);
+    let archive = ArchiveStatus {
+        path: pre.abs_path.display().to_string(),
+        format: pre.compression.format().into(),
+        size_bytes: outcome.size_bytes,
+        sha256: outcome.sha256.clone(),
+    };
+    status.start_time = Some(now);
+    snap::completed(status, 1, Time::now(), archive, captured, Vec::new());
+    let mut value = serde_json::to_value(&snapshot).map_err(|e| ArchiveOld::Failed(e.to_string()))?;
+    value["apiVersion"] = API_VERSION.into();
+    value["kind"] = "VolumeSnapshot".into();
+    let object = StoredObject { uid: pre.snapshot.uid.clone(), key: key.clone(), manifest_file: None, object: value };
+    let record = ArchiveRecord {
+        snapshot_uid: pre.snapshot.uid.clone(),
+        namespace: pre.snapshot.namespace.clone(),
+        name: pre.snapshot.name.clone(),
+        rel_path: pre.rel_path.clone(),
+        format: pre.compression.format().into(),
+        size_bytes: outcome.size_bytes,
+        sha256: outcome.sha256,
+        manifest_json: serde_json::to_string(&manifest).unwrap_or_default(),
+        created_at: now,
+        object_present: true,
+    };
+    let row = JournalRow {
+        restore_uid: plan.restore.uid.clone(),
+        namespace: plan.restore.namespace.clone(),
+        name: plan.restore.name.clone(),
+        step: JournalStep::Recorded.as_str().into(),
+        plan_json: serde_json::to_string(plan).unwrap_or_default(),
+    };
+    store.commit_pre_restore(&record, &object, &row).map_err(|e| ArchiveOld::Failed(e.to_string()))?;
+    fault::point("restore:Recorded");
+    Ok(key)
+}
+
+// ---------------------------------------------------------------------------
+// Recovery.
+
+/// What the recovery sweep did with one interrupted restore.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recovered {
+    /// The restore (it may no longer exist).
+    pub restore: ObjRef,
+    /// `true`: rolled forward (the data is the snapshot's); `false`: rolled
+    /// back (the data is as before the restore).
+    pub forward: bool,
+    /// The restored volumes (forward only).
+    pub volumes: Vec<RestoredVolume>,
+    /// The pre-restore snapshot recorded (forward only).
+    pub pre_restore_snapshot: Option<ObjectKey>,
+    /// Problems met (a workload that did not start, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Finishes or rolls back every restore the journal says was interrupted.
+/// Runs at start-up before any reconcile, whether or not the restore objects
+/// still exist. Rows that cannot be acted on are kept and reported.
+pub fn recover(store: &Store, workload: &dyn Workload) -> Result<Vec<Recovered>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    for row in store.journal_rows()? {
+        let restore = ObjRef { namespace: row.namespace.clone(), name: row.name.clone(), uid: row.restore_uid.clone() };
+        let (Some(step), Ok(plan)) =
+            (JournalStep::parse(&row.step), serde_json::from_str::<RestorePlan>(&row.plan_json))
+        else {
+            tracing::error!(restore = %row.name, step = row.step, "Journal row cannot be read; left in place for an operator");
+            continue;
+        };
+        match recover_one(store, workload, step, plan) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                tracing::error!(restore = %restore.name, error = %e, "Could not recover an interrupted restore; the journal row is kept and retried at the next start");
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn recover_one(
+    store: &Store,
+    workload: &dyn Workload,
+    step: JournalStep,
+    plan: RestorePlan,
+) -> Result<Recovered, String> {
+    let mut warnings = Vec::new();
+    let volumes: Vec<RestoredVolume> = plan
+        .volumes
+        .iter()
+        .map(|v| RestoredVolume { name: v.name.clone(), path: v.target.display().to_string(), files: 0, bytes: 0 })
+        .collect();
+    let back = |warnings: Vec<String>| Recovered {
+        restore: plan.restore.clone(),
+        forward: false,
+        volumes: Vec::new(),
+        pre_restore_snapshot: None,
+        warnings,
+    };
+    if let Destination::NewDirectory { target, staging } = &plan.destination {
+        let new_id = plan.volumes.first().and_then(|v| v.new_id);
+        let forward = step >= JournalStep::Swapping
+            && new_id.is_some()
+            && swap::dir_id(target).map_err(|e| e.to_string())? == new_id;
+        if !forward {
+            swap::remove_tree(staging).map_err(|e| format!("removing {}: {e}", staging.display()))?;
+        }
+        store.journal_delete(&plan.restore.uid).map_err(|e| e.to_string())?;
+        tracing::info!(restore = %plan.restore.name, forward, "Recovered an interrupted restore into a new directory");
+        return Ok(if forward {
+            Recovered { restore: plan.restore.clone(), forward, volumes, pre_restore_snapshot: None, warnings }
+        } else {
+            back(warnings)
+        });
+    }
+    let forward = match step {
+        JournalStep::Extracting | JournalStep::Extracted => false,
+        JournalStep::Stopping | JournalStep::Swapping => {
+            let mut any = false;
+            for v in &plan.volumes {
+                any |= volume_state(v).map_err(|e| e.to_string())? == VolumeState::Swapped;
+            }
+            any
+        }
+        JournalStep::Swapped | JournalStep::Started | JournalStep::Recorded => true,
+    };
+    if forward {
+        if step < JournalStep::Started {
+            for v in &plan.volumes {
+                swap_forward(v).map_err(|e| format!("finishing the swap of {}: {e}", v.target.display()))?;
+            }
+        }
+    } else {
+        for v in &plan.volumes {
+            swap_back(v).map_err(|e| format!("rolling back {}: {e}", v.target.display()))?;
+        }
+        remove_staging(&plan).map_err(|e| format!("removing staging directories: {e}"))?;
+    }
+    // Whatever was stopped is started again, in both directions.
+    if step >= JournalStep::Stopping
+        && let Err(e) = workload.start(&plan.stopped)
+    {
+        warnings.push(format!("starting the workload again failed: {e}"));
+    }
+    if !forward {
+        store.journal_delete(&plan.restore.uid).map_err(|e| e.to_string())?;
+        tracing::info!(restore = %plan.restore.name, step = step.as_str(), "Rolled back an interrupted restore: the live data is as it was");
+        return Ok(back(warnings));
+    }
+    let mut plan = plan;
+    if step < JournalStep::Started {
+        let row = JournalRow {
+            restore_uid: plan.restore.uid.clone(),
+            namespace: plan.restore.namespace.clone(),
+            name: plan.restore.name.clone(),
+            step: JournalStep::Started.as_str().into(),
+            plan_json: serde_json::to_string(&plan).map_err(|e| e.to_string())?,
+        };
+        store.journal_put(&row).map_err(|e| e.to_string())?;
+    }
+    let mut recorded = None;
+    if step >= JournalStep::Recorded {
+        // The pre-restore snapshot is recorded: only the removal was left.
+        recorded = plan.pre_restore.take().map(|p| ObjectKey {
+            kind: Kind::Snapshot,
+            namespace: p.snapshot.namespace,
+            name: p.snapshot.name,
+        });
+    }
+    let never = AtomicBool::new(false);
+    let (pre, more) = finish_after_swap(store, &plan, &never).map_err(|f| format!("{f:?}"))?;
+    warnings.extend(more);
+    tracing::info!(restore = %plan.restore.name, step = step.as_str(), "Rolled forward an interrupted restore: the live data is the snapshot's");
+    Ok(Recovered {
+        restore: plan.restore.clone(),
+        forward: true,
+        volumes,
+        pre_restore_snapshot: pre.or(recorded),
+        warnings,
+    })
+}

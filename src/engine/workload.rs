@@ -1,0 +1,132 @@
+//! The workload behind a volume: what a restore stops before the swap and
+//! starts again after it.
+//!
+//! Restore is written against this trait so the runtimes slot in without
+//! touching the restore engine: files mode without Docker has no workload
+//! ([`NoWorkload`]); the Docker integration and the Kubernetes front-end
+//! implement it for containers and for scaled Deployments/StatefulSets.
+//!
+//! Stopping is split in two so the journal can record, BEFORE anything is
+//! stopped, exactly which units will be: [`Workload::plan_stop`] names them,
+//! the journal stores the list, then [`Workload::stop`] acts. After a crash
+//! the recovery sweep calls [`Workload::start`] with the recorded list, and
+//! never starts a unit it did not stop.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One thing a restore stopped: a container, a scaled workload, ...
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoppedUnit {
+    /// Which implementation owns it (`docker`, `test-marker`, ...).
+    pub kind: String,
+    /// Stable identifier (container ID, object UID, path).
+    pub id: String,
+    /// Human-readable name, for logs and status messages.
+    pub name: String,
+}
+
+/// Why stopping or starting failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {unit}: {message}")]
+pub struct WorkloadError {
+    /// `stopping` or `starting`.
+    pub op: &'static str,
+    /// The unit's name.
+    pub unit: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Stops and starts whatever uses a set of directories.
+pub trait Workload: Send + Sync {
+    /// The running units that use any of `dirs` and would be stopped.
+    fn plan_stop(&self, dirs: &[PathBuf]) -> Result<Vec<StoppedUnit>, WorkloadError>;
+    /// Stops `units` (as planned); idempotent for units already stopped.
+    fn stop(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError>;
+    /// Starts `units` again; idempotent for units already running. Units of
+    /// another kind are not this implementation's and are ignored.
+    fn start(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError>;
+}
+
+/// Files mode without a container runtime: nothing runs on the volumes as
+/// far as volsnap can tell, so nothing is stopped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoWorkload;
+
+impl Workload for NoWorkload {
+    fn plan_stop(&self, _dirs: &[PathBuf]) -> Result<Vec<StoppedUnit>, WorkloadError> {
+        Ok(Vec::new())
+    }
+
+    fn stop(&self, _units: &[StoppedUnit]) -> Result<(), WorkloadError> {
+        Ok(())
+    }
+
+    fn start(&self, _units: &[StoppedUnit]) -> Result<(), WorkloadError> {
+        Ok(())
+    }
+}
+
+/// Test builds only (`--features fault-injection`): a workload made of
+/// marker files, so the crash tests can check that a restore stops the
+/// workload and that recovery starts it again. With
+/// `VOLSNAP_TEST_WORKLOAD_DIR=D`, a unit is "running" while `D/running`
+/// exists; stopping renames it to `D/stopped`, starting renames it back.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Debug)]
+pub struct MarkerWorkload {
+    /// The directory holding the marker.
+    pub dir: PathBuf,
+}
+
+#[cfg(feature = "fault-injection")]
+impl MarkerWorkload {
+    /// From `VOLSNAP_TEST_WORKLOAD_DIR`, if set.
+    pub fn from_env() -> Option<MarkerWorkload> {
+        std::env::var_os("VOLSNAP_TEST_WORKLOAD_DIR").map(|d| MarkerWorkload { dir: d.into() })
+    }
+
+    fn err(op: &'static str, e: std::io::Error) -> WorkloadError {
+        WorkloadError { op, unit: "test-marker".into(), message: e.to_string() }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Workload for MarkerWorkload {
+    fn plan_stop(&self, _dirs: &[PathBuf]) -> Result<Vec<StoppedUnit>, WorkloadError> {
+        Ok(if self.dir.join("running").exists() {
+            vec![StoppedUnit { kind: "test-marker".into(), id: self.dir.display().to_string(), name: "marker".into() }]
+        } else {
+            Vec::new()
+        })
+    }
+
+    fn stop(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError> {
+        if units.iter().any(|u| u.kind == "test-marker") && self.dir.join("running").exists() {
+            std::fs::rename(self.dir.join("running"), self.dir.join("stopped"))
+                .map_err(|e| Self::err("stopping", e))?;
+        }
+        Ok(())
+    }
+
+    fn start(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError> {
+        if units.iter().any(|u| u.kind == "test-marker") && self.dir.join("stopped").exists() {
+            std::fs::rename(self.dir.join("stopped"), self.dir.join("running"))
+                .map_err(|e| Self::err("starting", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The workload files mode uses: the test marker workload when a test asks
+/// for it, otherwise none (the Docker integration replaces this).
+pub fn files_mode_default() -> Box<dyn Workload> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(w) = MarkerWorkload::from_env() {
+        return Box::new(w);
+    }
+    Box::new(NoWorkload)
+}

@@ -1,0 +1,109 @@
+//! The write-ahead journal of restores.
+//!
+//! One row per restore that has started and not yet been cleaned up: its
+//! plan (what goes where, JSON owned by [`crate::engine::restore`]) and the
+//! last step reached. The restore engine records each step here, durably
+//! (`synchronous=FULL`), BEFORE it takes it; the start-up recovery sweep
+//! reads every row back and finishes or rolls back the restore it
+//! describes, whether or not the `VolumeRestore` object still exists.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{ArchiveRecord, Store, StoreError, StoredObject};
+use crate::api::Time;
+
+/// One journal row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JournalRow {
+    /// UID of the restore.
+    pub restore_uid: String,
+    /// Namespace of the restore.
+    pub namespace: String,
+    /// Name of the restore.
+    pub name: String,
+    /// Last step recorded (a word the restore engine defines).
+    pub step: String,
+    /// The restore plan, JSON.
+    pub plan_json: String,
+}
+
+impl Store {
+    /// Inserts or updates the journal row of a restore.
+    pub fn journal_put(&self, row: &JournalRow) -> Result<(), StoreError> {
+        let sql = "INSERT INTO restore_journal (restore_uid, namespace, name, step, plan_json, updated_at)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                   ON CONFLICT (restore_uid) DO UPDATE SET
+                     step = excluded.step, plan_json = excluded.plan_json, updated_at = excluded.updated_at";
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| {
+                s.execute(params![
+                    row.restore_uid,
+                    row.namespace,
+                    row.name,
+                    row.step,
+                    row.plan_json,
+                    Time::now().to_string()
+                ])
+            })
+            .map_err(self.err("write restore journal"))?;
+        Ok(())
+    }
+
+    /// The journal row of a restore, if any.
+    pub fn journal_get(&self, restore_uid: &str) -> Result<Option<JournalRow>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT restore_uid, namespace, name, step, plan_json FROM restore_journal WHERE restore_uid = ?1",
+            )
+            .and_then(|mut s| s.query_row(params![restore_uid], row_from).optional())
+            .map_err(self.err("read restore journal"))
+    }
+
+    /// Every journal row (restores that did not finish), oldest first.
+    pub fn journal_rows(&self) -> Result<Vec<JournalRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT restore_uid, namespace, name, step, plan_json FROM restore_journal ORDER BY updated_at, restore_uid",
+            )
+            .map_err(self.err("read restore journal"))?;
+        let rows = stmt.query_map([], row_from).map_err(self.err("read restore journal"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err("read restore journal"))
+    }
+
+    /// Removes the journal row of a finished restore.
+    pub fn journal_delete(&self, restore_uid: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM restore_journal WHERE restore_uid = ?1")
+            .and_then(|mut s| s.execute(params![restore_uid]))
+            .map_err(self.err("delete restore journal row"))?;
+        Ok(())
+    }
+
+    /// Records the pre-restore snapshot (its archive and its object) and the
+    /// journal step that says so, in one transaction: after a crash either
+    /// all three are there or none is.
+    pub fn commit_pre_restore(
+        &self,
+        archive: &ArchiveRecord,
+        object: &StoredObject,
+        journal: &JournalRow,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err("begin pre-restore transaction"))?;
+        self.put_archive(archive)?;
+        self.put_object(object)?;
+        self.journal_put(journal)?;
+        tx.commit().map_err(self.err("commit pre-restore transaction"))
+    }
+}
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalRow> {
+    Ok(JournalRow {
+        restore_uid: r.get(0)?,
+        namespace: r.get(1)?,
+        name: r.get(2)?,
+        step: r.get(3)?,
+        plan_json: r.get(4)?,
+    })
+}
