@@ -13,6 +13,10 @@ CARGO ?= cargo
 DEMO_ROOT ?= /tmp/volsnap-demo
 STATE ?= .volsnap
 CRDS_FILE := crds/volsnap.dev.yaml
+# Tests run the binary built with the fault-injection points compiled in
+# (they are inert unless VOLSNAP_FAULT is set); `make run` and `make release`
+# build without them.
+TEST_FEATURES := --features fault-injection
 
 # Debian packages the tests and the benchmark rely on, as "command:package".
 TEST_TOOLS := tar:tar gzip:gzip zstd:zstd setpriv:util-linux /usr/bin/time:time
@@ -50,13 +54,14 @@ bench-deps: ## Install the tools the benchmark needs (root only; no-op when pres
 
 .PHONY: test
 test: test-deps ## Run all tests (unit, e2e incl. CRD staleness), rustfmt check and clippy
-	$(CARGO) test --all-targets --no-fail-fast
+	$(CARGO) test $(TEST_FEATURES) --all-targets --no-fail-fast
 	$(CARGO) fmt --all --check
+	$(CARGO) clippy $(TEST_FEATURES) --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets -- -D warnings
 
 .PHONY: e2e
 e2e: test-deps ## Run only the end-to-end tests (tests/e2e)
-	$(CARGO) test --test e2e
+	$(CARGO) test $(TEST_FEATURES) --test e2e
 
 .PHONY: bench
 bench: bench-deps ## Release build, then compare capture speed/RSS with tar+gzip/pigz/zstd

@@ -24,6 +24,27 @@ pub fn point(name: &str) {
     let _ = name;
 }
 
+/// Test builds only: `VOLSNAP_PAUSE=<name>` and `VOLSNAP_PAUSE_DIR=<dir>` make
+/// the process stop at the point called `<name>`: it creates
+/// `<dir>/<name>.reached` and waits until `<dir>/<name>.release` exists. The
+/// tests use it to hold an operation at a known step (to start a second
+/// restore of the same target, to edit or delete an object mid-restore)
+/// without racing against the clock.
+pub fn pause(name: &str) {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("VOLSNAP_PAUSE").is_ok_and(|v| v == name)
+        && let Some(dir) = std::env::var_os("VOLSNAP_PAUSE_DIR").map(std::path::PathBuf::from)
+    {
+        let file = |suffix: &str| dir.join(format!("{}.{suffix}", name.replace(':', "_")));
+        let _ = std::fs::write(file("reached"), b"");
+        while !file("release").exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = name;
+}
+
 /// Test builds only: `VOLSNAP_FORCE_TWO_STEP_RENAME=1` makes the swap use the
 /// journaled two-step rename instead of `RENAME_EXCHANGE`, so the fallback is
 /// tested on file systems that support the exchange.

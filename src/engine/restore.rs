@@ -610,6 +610,7 @@ impl Executor<'_> {
         };
         self.store.journal_put(&row).map_err(|e| e.to_string())?;
         fault::point(&format!("restore:{}", step.as_str()));
+        fault::pause(&format!("restore:{}", step.as_str()));
         Ok(())
     }
 

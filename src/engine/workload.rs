@@ -74,7 +74,8 @@ impl Workload for NoWorkload {
 /// marker files, so the crash tests can check that a restore stops the
 /// workload and that recovery starts it again. With
 /// `VOLSNAP_TEST_WORKLOAD_DIR=D`, a unit is "running" while `D/running`
-/// exists; stopping renames it to `D/stopped`, starting renames it back.
+/// exists; stopping renames it to `D/stopped`, starting renames it back, and
+/// each action is appended to `D/events` (`stop` / `start`).
 #[cfg(feature = "fault-injection")]
 #[derive(Clone, Debug)]
 pub struct MarkerWorkload {
@@ -92,6 +93,13 @@ impl MarkerWorkload {
     fn err(op: &'static str, e: std::io::Error) -> WorkloadError {
         WorkloadError { op, unit: "test-marker".into(), message: e.to_string() }
     }
+
+    fn event(&self, what: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("events"))?;
+        writeln!(f, "{what}")?;
+        f.sync_all()
+    }
 }
 
 #[cfg(feature = "fault-injection")]
@@ -106,6 +114,7 @@ impl Workload for MarkerWorkload {
 
     fn stop(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError> {
         if units.iter().any(|u| u.kind == "test-marker") && self.dir.join("running").exists() {
+            self.event("stop").map_err(|e| Self::err("stopping", e))?;
             std::fs::rename(self.dir.join("running"), self.dir.join("stopped"))
                 .map_err(|e| Self::err("stopping", e))?;
         }
@@ -116,6 +125,7 @@ impl Workload for MarkerWorkload {
         if units.iter().any(|u| u.kind == "test-marker") && self.dir.join("stopped").exists() {
             std::fs::rename(self.dir.join("stopped"), self.dir.join("running"))
                 .map_err(|e| Self::err("starting", e))?;
+            self.event("start").map_err(|e| Self::err("starting", e))?;
         }
         Ok(())
     }

@@ -320,15 +320,19 @@ impl Daemon {
             }
             self.apply(key, winner, existing)?;
         }
-        // Objects no longer declared anywhere.
-        for (key, obj) in stored {
+        // Objects no longer declared anywhere. Objects volsnap made itself
+        // (pre-restore snapshots) go last, once their owners' fate is known.
+        let (made, declared): (Vec<_>, Vec<_>) = stored.into_iter().partition(|(_, o)| o.manifest_file.is_none());
+        for (key, obj) in declared {
             if obj.manifest_file.as_ref().is_some_and(|f| scan.unparsable.contains(f)) {
                 continue; // its file is being edited or broken: keep the object
             }
-            if obj.manifest_file.is_none() && self.owner_exists(&obj)? {
-                continue; // made by volsnap (a pre-restore snapshot) for an object that exists
-            }
             self.delete(&key, obj)?;
+        }
+        for (key, obj) in made {
+            if !self.owner_exists(&obj)? {
+                self.delete(&key, obj)?;
+            }
         }
         self.report_files(&file_errors);
         self.start_work()

@@ -365,29 +365,6 @@ fn all_volumes_skipped_fails_with_no_data() {
 }
 
 #[test]
-fn restore_is_validated_and_reported_not_implemented() {
-    let env = Env::new();
-    let a = env.data_dir("a");
-    make_small_tree(&a, 6);
-    env.write_manifest("snap.yaml", &snapshot_yaml("base", &[("a", &a)], ""));
-    env.write_manifest(
-        "restore.yaml",
-        &format!(
-            "apiVersion: volsnap.dev/v1alpha1\nkind: VolumeRestore\nmetadata:\n  name: back\nspec:\n  snapshotName: base\n  targetPath: {}\n  quiesce: None\n",
-            q(env.data.join("copy").to_str().unwrap())
-        ),
-    );
-    let out = env.run_once(&[]);
-    let obj = env.status(RESTORES, "back").unwrap_or_else(|| panic!("no restore status: {}", show(&out)));
-    env.check(phase(&obj) == "Failed", "restore phase Failed (not implemented)", &obj);
-    let reasons: Vec<&str> =
-        obj["status"]["conditions"].as_array().into_iter().flatten().filter_map(|c| c["reason"].as_str()).collect();
-    env.check(reasons.contains(&"NotImplemented"), "a condition with reason NotImplemented", &obj);
-    assert_eq!(out.status.code(), Some(1), "a Failed restore makes --once exit 1: {}", show(&out));
-    assert!(!env.data.join("copy").exists(), "nothing may be restored");
-}
-
-#[test]
 fn default_manifests_and_state_dirs_are_relative_to_the_working_dir() {
     let env = Env::new();
     let d = env.data_dir("vol");
