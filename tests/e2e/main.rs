@@ -12,6 +12,7 @@ mod examples;
 mod faults;
 mod invalid;
 mod lifecycle;
+mod restore;
 mod rss;
 mod selftest;
 mod util;
