@@ -387,6 +387,22 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
             Destination::InPlace
         }
     };
+    for (i, a) in volumes.iter().enumerate() {
+        if let Some(b) =
+            volumes[..i].iter().find(|b| a.target.starts_with(&b.target) || b.target.starts_with(&a.target))
+        {
+            return Err(Refusal::fail(
+                reasons::TARGET_NOT_ALLOWED,
+                format!(
+                    "volumes {} and {} now resolve to overlapping directories ({} and {}); restore them one at a time or with spec.targetPath. Nothing was touched",
+                    b.name,
+                    a.name,
+                    b.target.display(),
+                    a.target.display()
+                ),
+            ));
+        }
+    }
     check_space(&volumes)?;
     let pre_restore = if spec.keep_pre_restore && destination == Destination::InPlace {
         if input.pre_restore_name_taken {
@@ -1222,4 +1238,104 @@ fn recover_one(
         pre_restore_snapshot: pre.or(recorded),
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vol(root: &Path) -> VolumePlan {
+        let target = root.join("data");
+        VolumePlan {
+            index: 0,
+            name: "data".into(),
+            staging: sibling(&target, "volsnap-restore", "abcd1234"),
+            aside: sibling(&target, "volsnap-old", "abcd1234"),
+            target,
+            bytes: 0,
+            entries: 0,
+            old_id: None,
+            new_id: None,
+        }
+    }
+
+    /// A target holding "old" and a staging directory holding "new".
+    fn staged(root: &Path) -> VolumePlan {
+        let mut v = vol(root);
+        std::fs::create_dir(&v.target).unwrap();
+        std::fs::write(v.target.join("f"), b"old").unwrap();
+        std::fs::create_dir(&v.staging).unwrap();
+        std::fs::write(v.staging.join("f"), b"new").unwrap();
+        v.old_id = swap::dir_id(&v.target).unwrap();
+        v.new_id = swap::dir_id(&v.staging).unwrap();
+        v
+    }
+
+    fn content(v: &VolumePlan) -> String {
+        String::from_utf8(std::fs::read(v.target.join("f")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn siblings_are_hidden_next_to_the_target() {
+        let s = sibling(Path::new("/srv/app/data"), "volsnap-restore", "1234abcd");
+        assert_eq!(s, Path::new("/srv/app/.data.volsnap-restore-1234abcd"));
+    }
+
+    #[test]
+    fn exchange_then_state_is_swapped_and_old_data_is_in_staging() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = staged(tmp.path());
+        assert_eq!(volume_state(&v).unwrap(), VolumeState::NotSwapped);
+        swap_forward(&v).unwrap();
+        assert_eq!(volume_state(&v).unwrap(), VolumeState::Swapped);
+        assert_eq!(content(&v), "new");
+        assert_eq!(old_data_dir(&v), Some(v.staging.clone()));
+        // Idempotent: a second forward (recovery after a crash) changes nothing.
+        swap_forward(&v).unwrap();
+        assert_eq!(content(&v), "new");
+    }
+
+    #[test]
+    fn a_half_done_two_step_swap_goes_forward_or_back() {
+        for forward in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let v = staged(tmp.path());
+            // The crash: the target was moved aside, the staging not yet in.
+            std::fs::rename(&v.target, &v.aside).unwrap();
+            assert_eq!(volume_state(&v).unwrap(), VolumeState::Half);
+            if forward {
+                swap_forward(&v).unwrap();
+                assert_eq!(content(&v), "new");
+                assert_eq!(old_data_dir(&v), Some(v.aside.clone()));
+            } else {
+                swap_back(&v).unwrap();
+                assert_eq!(content(&v), "old");
+                assert_eq!(volume_state(&v).unwrap(), VolumeState::NotSwapped);
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_target_is_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut v = vol(tmp.path());
+        std::fs::create_dir(&v.staging).unwrap();
+        std::fs::write(v.staging.join("f"), b"new").unwrap();
+        v.new_id = swap::dir_id(&v.staging).unwrap();
+        swap_forward(&v).unwrap();
+        assert_eq!(content(&v), "new");
+        assert_eq!(old_data_dir(&v), None, "nothing was replaced");
+        assert!(!v.staging.exists());
+    }
+
+    #[test]
+    fn journal_steps_round_trip_and_are_ordered() {
+        for w in JournalStep::ALL.windows(2) {
+            assert!(w[0] < w[1]);
+        }
+        for s in JournalStep::ALL {
+            assert_eq!(JournalStep::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(JournalStep::parse("Nope"), None);
+    }
 }
