@@ -20,6 +20,7 @@
 pub mod api;
 pub mod cli;
 pub mod core;
+pub mod docker;
 pub mod engine;
 pub mod files;
 pub mod store;

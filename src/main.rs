@@ -132,9 +132,10 @@ struct RunArgs {
     /// source.paths volume is skipped.
     #[arg(long = "allowed-root", value_name = "PATH")]
     allowed_roots: Vec<PathBuf>,
-    /// Docker Engine: auto (DOCKER_HOST or the local socket), off, or a URL.
-    /// Docker sources arrive in a later release; accepted now for forward
-    /// compatibility.
+    /// Docker Engine: auto (DOCKER_HOST, else the local socket, else run
+    /// without Docker), off, or a URL (unix:///var/run/docker.sock,
+    /// tcp://host:2375). Needed by container and volume sources, by quiesce,
+    /// and to stop and restart containers around a restore.
     #[arg(long, default_value = "auto")]
     docker: String,
     /// Reconcile until every snapshot and restore is Completed or Failed,
@@ -206,13 +207,6 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
-    match args.docker.as_str() {
-        "off" => {}
-        other => tracing::info!(
-            docker = other,
-            "Docker integration is not in this release: container and volume sources are reported as UnsupportedSource"
-        ),
-    }
     let cfg = files::Config {
         archives: args.state.archives(),
         manifests: args.manifests,
@@ -221,6 +215,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         once: args.once,
         resync_interval: Duration::from_secs(args.resync_interval.max(1)),
         max_concurrent: args.max_concurrent,
+        docker: volsnap::docker::DockerMode::parse(&args.docker),
     };
     if cfg.state.starts_with(&cfg.manifests) && cfg.state != cfg.manifests {
         bail!(

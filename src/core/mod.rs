@@ -87,4 +87,12 @@ pub mod reasons {
     pub const RESTORED: &str = "Restored";
     /// Snapshot: an archive made elsewhere was verified and adopted.
     pub const ADOPTED: &str = "Adopted";
+    /// The source needs Docker, which does not answer (retried while the daemon runs).
+    pub const DOCKER_UNAVAILABLE: &str = "DockerUnavailable";
+    /// Docker answered with an error.
+    pub const DOCKER_ERROR: &str = "DockerError";
+    /// The container or named volume does not exist.
+    pub const SOURCE_NOT_FOUND: &str = "SourceNotFound";
+    /// The workload could not be paused or stopped for the capture.
+    pub const QUIESCE_FAILED: &str = "QuiesceFailed";
 }

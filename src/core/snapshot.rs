@@ -111,6 +111,15 @@ pub fn completed(
     );
 }
 
+/// A completed capture whose quiesce did not go as planned (a container
+/// removed, or resumed by someone else, while volsnap held it): the archive
+/// is there, but the operator must know it may not be consistent.
+pub fn quiesce_warnings(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, warnings: &[String]) {
+    let base = super::conditions::get(&st.conditions, types::READY).map(|c| c.message.clone()).unwrap_or_default();
+    let msg = format!("{base}; the workload was not held still throughout: {}", warnings.join("; "));
+    set(&mut st.conditions, types::READY, S::True, reasons::CAPTURED_WITH_WARNINGS, &msg, Some(generation), now);
+}
+
 /// The snapshot failed; `reason` is CamelCase, `message` says what and why.
 pub fn failed(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, reason: &str, message: &str) {
     st.phase = Some(Phase::Failed);

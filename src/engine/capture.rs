@@ -109,6 +109,9 @@ pub enum CaptureError {
     /// `cancel` was set.
     #[error("capture cancelled")]
     Cancelled,
+    /// The workload could not be paused or stopped (nothing was read).
+    #[error("{0}")]
+    Quiesce(String),
     /// Adoption (`source.archive`): the archive failed the untrusted-archive
     /// checks.
     #[error("{0}")]

@@ -8,6 +8,7 @@ pub mod fault;
 pub mod fsutil;
 pub mod locks;
 pub mod paths;
+pub mod quiesce;
 pub mod restore;
 pub mod swap;
 pub mod workload;

@@ -84,11 +84,24 @@ impl PathPolicy {
     /// Checks a canonical directory against the denylist and the allowed
     /// roots; the error is the reason, for `status.skipped`.
     pub fn check(&self, canonical: &Path, declared: &str) -> Result<(), String> {
-        let resolved = if canonical == Path::new(declared) {
-            String::new()
-        } else {
-            format!(" (resolves to {})", canonical.display())
-        };
+        self.check_denied(canonical, declared)?;
+        let resolved = resolved_note(canonical, declared);
+        if self.allowed_roots.is_empty() {
+            return Err(format!(
+                "{declared}{resolved} is outside the allowed roots: none are configured (start volsnap with --allowed-root DIR)"
+            ));
+        }
+        if !self.allowed_roots.iter().any(|r| canonical.starts_with(r)) {
+            let roots: Vec<String> = self.allowed_roots.iter().map(|r| r.display().to_string()).collect();
+            return Err(format!("{declared}{resolved} is outside the allowed roots ({})", roots.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// The part of [`PathPolicy::check`] that no root can lift: the denylist
+    /// and volsnap's own directories. Docker's volume root uses only this.
+    pub fn check_denied(&self, canonical: &Path, declared: &str) -> Result<(), String> {
+        let resolved = resolved_note(canonical, declared);
         if canonical == Path::new("/") {
             return Err(format!("{declared}{resolved}: / is never captured"));
         }
@@ -100,15 +113,6 @@ impl PathPolicy {
                 "{declared}{resolved} overlaps volsnap's own state or archives directory {}",
                 own.display()
             ));
-        }
-        if self.allowed_roots.is_empty() {
-            return Err(format!(
-                "{declared}{resolved} is outside the allowed roots: none are configured (start volsnap with --allowed-root DIR)"
-            ));
-        }
-        if !self.allowed_roots.iter().any(|r| canonical.starts_with(r)) {
-            let roots: Vec<String> = self.allowed_roots.iter().map(|r| r.display().to_string()).collect();
-            return Err(format!("{declared}{resolved} is outside the allowed roots ({})", roots.join(", ")));
         }
         Ok(())
     }
@@ -165,6 +169,10 @@ impl PathPolicy {
         }
         out
     }
+}
+
+fn resolved_note(canonical: &Path, declared: &str) -> String {
+    if canonical == Path::new(declared) { String::new() } else { format!(" (resolves to {})", canonical.display()) }
 }
 
 /// Names for every declared path: explicit names kept, the others made from

@@ -169,6 +169,11 @@ pub struct RestorePlan {
     /// Seconds the workload was down, once known.
     #[serde(default)]
     pub downtime_seconds: Option<f64>,
+    /// The source of the snapshot restored from, when it names a workload
+    /// (container, volume): the pre-restore snapshot gets the same, so it
+    /// can be restored in place in turn.
+    #[serde(default)]
+    pub workload_source: Option<SnapshotSource>,
 }
 
 /// The steps, in order, as recorded in the journal.
@@ -256,6 +261,9 @@ pub struct PreflightInput<'a> {
     pub pre_restore: Option<PreRestorePlan>,
     /// Whether an object named `<restore>-pre-restore` exists already.
     pub pre_restore_name_taken: bool,
+    /// For container and volume sources: the snapshot's source resolved NOW
+    /// by the runtime (volume name -> host directory), or why it cannot be.
+    pub runtime_targets: Option<Result<Vec<(String, PathBuf)>, Refusal>>,
 }
 
 /// Checks everything that can be checked without touching data and
@@ -360,18 +368,33 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
                         ),
                     ));
                 }
+                SnapshotSource { container: Some(_), .. } | SnapshotSource { volume: Some(_), .. } => Vec::new(),
                 _ => {
                     return Err(Refusal::fail(
                         reasons::UNSUPPORTED_SOURCE,
                         format!(
-                            "VolumeSnapshot {snap_key} has a container, volume or PVC source, which this release cannot restore in place yet; set spec.targetPath to restore into a new directory. Nothing was touched"
+                            "VolumeSnapshot {snap_key} has a PVC source, which files mode cannot restore in place; set spec.targetPath to restore into a new directory. Nothing was touched"
                         ),
+                    ));
+                }
+            };
+            let runtime = match (&snapshot.spec.source.paths, input.runtime_targets) {
+                (Some(_), _) => None,
+                (None, Some(Ok(t))) => Some(t),
+                (None, Some(Err(r))) => return Err(r),
+                (None, None) => {
+                    return Err(Refusal::fail(
+                        reasons::DOCKER_UNAVAILABLE,
+                        "the snapshot's source needs Docker; nothing was touched",
                     ));
                 }
             };
             for v in &selected {
                 let index = index_of(&v.name).ok_or_else(|| missing_in_archive(&v.name))?;
-                let target = live_target(&paths, &v.name, input.policy)?;
+                let target = match &runtime {
+                    None => live_target(&paths, &v.name, input.policy)?,
+                    Some(targets) => runtime_target(targets, &v.name, &snapshot.spec.source)?,
+                };
                 volumes.push(VolumePlan {
                     index,
                     name: v.name.clone(),
@@ -436,6 +459,13 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
         pre_restore,
         stopped: Vec::new(),
         downtime_seconds: None,
+        workload_source: snapshot
+            .spec
+            .source
+            .paths
+            .is_none()
+            .then(|| snapshot.spec.source.clone())
+            .filter(|s| s.archive.is_none()),
     })
 }
 
@@ -499,6 +529,34 @@ fn live_target(paths: &[PathSource], name: &str, policy: &PathPolicy) -> Result<
         reasons::TARGET_NOT_ALLOWED,
         format!("cannot restore volume {name:?}: {skipped}; nothing was touched"),
     ))
+}
+
+/// A container or named volume's directory for volume `name`, as the runtime
+/// reports it now.
+fn runtime_target(targets: &[(String, PathBuf)], name: &str, source: &SnapshotSource) -> Result<PathBuf, Refusal> {
+    let owner = match (&source.container, &source.volume) {
+        (Some(c), _) => format!("container {c}"),
+        (_, Some(v)) => format!("volume {v}"),
+        _ => "the source".into(),
+    };
+    let Some((_, path)) = targets.iter().find(|(n, _)| n == name) else {
+        return Err(Refusal::fail(
+            reasons::TARGET_NOT_ALLOWED,
+            format!(
+                "{owner} no longer has a capturable volume {name:?} (its mounts changed since the snapshot); nothing was touched"
+            ),
+        ));
+    };
+    if swap::is_mount_point(path).unwrap_or(false) {
+        return Err(Refusal::fail(
+            reasons::TARGET_IS_MOUNT_POINT,
+            format!(
+                "{} is a mount point, which cannot be swapped atomically by rename; nothing was touched",
+                path.display()
+            ),
+        ));
+    }
+    Ok(path.clone())
 }
 
 /// `spec.targetPath`: absolute, under an allowed root (after resolving its
@@ -776,7 +834,7 @@ impl Executor<'_> {
             .map_err(|e| rollback(&plan, reasons::RESTORE_FAILED, format!("cannot write the restore journal: {e}")))?;
         let down = Instant::now();
         if let Err(e) = self.workload.stop(&plan.stopped) {
-            let restarted = self.workload.start(&plan.stopped);
+            let restarted = self.workload.start(&plan.stopped).map(|_| ());
             let mut msg = format!("{e}; the live data was not touched");
             if let Err(e2) = restarted {
                 msg.push_str(&format!("; starting it again also failed: {e2}"));
@@ -807,8 +865,9 @@ impl Executor<'_> {
         let started = self.workload.start(&plan.stopped);
         plan.downtime_seconds = Some((down.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
         let mut warnings = Vec::new();
-        if let Err(e) = started {
-            warnings.push(format!("the data was restored, but starting the workload again failed: {e}"));
+        match started {
+            Ok(w) => warnings.extend(w),
+            Err(e) => warnings.push(format!("the data was restored, but starting the workload again failed: {e}")),
         }
         self.journal(&plan, JournalStep::Started).map_err(RestoreFailure::Unfinished)?;
         let (pre, more) = finish_after_swap(self.store, &plan, self.cancel)?;
@@ -1032,7 +1091,7 @@ fn archive_old_data(
     let mut snapshot = VolumeSnapshot::new(
         &pre.snapshot.name,
         VolumeSnapshotSpec {
-            source: SnapshotSource {
+            source: plan.workload_source.clone().unwrap_or_else(|| SnapshotSource {
                 paths: Some(
                     old_dirs
                         .iter()
@@ -1043,7 +1102,7 @@ fn archive_old_data(
                         .collect(),
                 ),
                 ..Default::default()
-            },
+            }),
             quiesce: None,
             compression: pre.compression,
             deletion_policy: DeletionPolicy::Retain,
@@ -1196,11 +1255,11 @@ fn recover_one(
         }
         remove_staging(&plan).map_err(|e| format!("removing staging directories: {e}"))?;
     }
-    // Whatever was stopped is started again, in both directions.
-    if step >= JournalStep::Stopping
-        && let Err(e) = workload.start(&plan.stopped)
-    {
-        warnings.push(format!("starting the workload again failed: {e}"));
+    // Whatever was stopped is started again, in both directions. If the
+    // runtime cannot be asked, the row stays for the next start.
+    if step >= JournalStep::Stopping {
+        let w = workload.start(&plan.stopped).map_err(|e| format!("starting the workload again: {e}"))?;
+        warnings.extend(w);
     }
     if !forward {
         store.journal_delete(&plan.restore.uid).map_err(|e| e.to_string())?;

@@ -26,6 +26,9 @@ pub struct StoppedUnit {
     pub id: String,
     /// Human-readable name, for logs and status messages.
     pub name: String,
+    /// Paused (frozen) rather than stopped: resuming means unpausing.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Why stopping or starting failed.
@@ -42,13 +45,19 @@ pub struct WorkloadError {
 
 /// Stops and starts whatever uses a set of directories.
 pub trait Workload: Send + Sync {
-    /// The running units that use any of `dirs` and would be stopped.
+    /// The running units that use any of `dirs`, in start order (a unit
+    /// after the units it depends on).
     fn plan_stop(&self, dirs: &[PathBuf]) -> Result<Vec<StoppedUnit>, WorkloadError>;
-    /// Stops `units` (as planned); idempotent for units already stopped.
+    /// Stops `units` (as planned), in reverse start order.
     fn stop(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError>;
-    /// Starts `units` again; idempotent for units already running. Units of
-    /// another kind are not this implementation's and are ignored.
-    fn start(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError>;
+    /// Freezes `units` without stopping them (capture with `quiesce: Pause`).
+    fn pause(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError>;
+    /// Brings `units` back, in order: unpauses the paused ones, starts the
+    /// stopped ones. Returns what the operator should know (a unit removed
+    /// or re-created meanwhile is reported, not started; one already resumed
+    /// by someone else is reported). `Err` means the runtime could not be
+    /// asked at all: the caller keeps its journal and tries again later.
+    fn start(&self, units: &[StoppedUnit]) -> Result<Vec<String>, WorkloadError>;
 }
 
 /// Files mode without a container runtime: nothing runs on the volumes as
@@ -65,8 +74,21 @@ impl Workload for NoWorkload {
         Ok(())
     }
 
-    fn start(&self, _units: &[StoppedUnit]) -> Result<(), WorkloadError> {
+    fn pause(&self, _units: &[StoppedUnit]) -> Result<(), WorkloadError> {
         Ok(())
+    }
+
+    /// Units recorded by a runtime this process cannot reach (Docker down
+    /// at start-up) are an error, so the journal keeps them for later.
+    fn start(&self, units: &[StoppedUnit]) -> Result<Vec<String>, WorkloadError> {
+        match units.first() {
+            None => Ok(Vec::new()),
+            Some(u) => Err(WorkloadError {
+                op: "starting",
+                unit: format!("{} {}", u.kind, u.name),
+                message: "the runtime that stopped it is not reachable now".into(),
+            }),
+        }
     }
 }
 
@@ -106,7 +128,12 @@ impl MarkerWorkload {
 impl Workload for MarkerWorkload {
     fn plan_stop(&self, _dirs: &[PathBuf]) -> Result<Vec<StoppedUnit>, WorkloadError> {
         Ok(if self.dir.join("running").exists() {
-            vec![StoppedUnit { kind: "test-marker".into(), id: self.dir.display().to_string(), name: "marker".into() }]
+            vec![StoppedUnit {
+                kind: "test-marker".into(),
+                id: self.dir.display().to_string(),
+                name: "marker".into(),
+                paused: false,
+            }]
         } else {
             Vec::new()
         })
@@ -121,19 +148,23 @@ impl Workload for MarkerWorkload {
         Ok(())
     }
 
-    fn start(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError> {
+    fn pause(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError> {
+        self.stop(units)
+    }
+
+    fn start(&self, units: &[StoppedUnit]) -> Result<Vec<String>, WorkloadError> {
         if units.iter().any(|u| u.kind == "test-marker") && self.dir.join("stopped").exists() {
             std::fs::rename(self.dir.join("stopped"), self.dir.join("running"))
                 .map_err(|e| Self::err("starting", e))?;
             self.event("start").map_err(|e| Self::err("starting", e))?;
         }
-        Ok(())
+        Ok(Vec::new())
     }
 }
 
-/// The workload files mode uses: the test marker workload when a test asks
-/// for it, otherwise none (the Docker integration replaces this).
-pub fn files_mode_default() -> Box<dyn Workload> {
+/// The workload files mode uses without a container runtime: the test
+/// marker workload when a test asks for it, otherwise none.
+pub fn without_runtime() -> Box<dyn Workload> {
     #[cfg(feature = "fault-injection")]
     if let Some(w) = MarkerWorkload::from_env() {
         return Box::new(w);

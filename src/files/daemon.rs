@@ -27,11 +27,14 @@ use crate::engine::archive::{ArchiveManifest, FORMAT_VERSION, ManifestVolume, Sn
 use crate::engine::capture::{self, CaptureError, CaptureJob, CaptureOutcome, CaptureProgress, CaptureVolume};
 use crate::engine::locks::{KeyGuard, KeyedLocks};
 use crate::engine::paths::{PathPolicy, PolicyError};
-use crate::engine::workload::{self, Workload};
+use crate::engine::quiesce::{self, Quiesce};
+use crate::engine::workload::Workload;
 use crate::store::{ArchiveRecord, Store, StoreError, StoredObject};
 
 #[path = "restores.rs"]
 mod restores;
+#[path = "runtime.rs"]
+mod runtime;
 
 /// Settings of `volsnap run`.
 #[derive(Clone, Debug)]
@@ -50,6 +53,8 @@ pub struct Config {
     pub resync_interval: Duration,
     /// Captures running at once.
     pub max_concurrent: usize,
+    /// `--docker auto|off|URL`.
+    pub docker: crate::docker::DockerMode,
 }
 
 /// How a run ended.
@@ -96,6 +101,8 @@ pub async fn run(
     }
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let (restore_tx, restore_rx) = mpsc::unbounded_channel();
+    let docker = runtime::connect(&cfg.docker);
+    let workload = runtime::workload_for(docker.as_ref());
     let mut d = Daemon {
         status: StatusFiles::new(&cfg.state),
         archives_dir: store.archives_dir().to_path_buf(),
@@ -107,7 +114,9 @@ pub async fn run(
         done_tx,
         restores: HashMap::new(),
         restore_tx,
-        workload: Arc::from(workload::files_mode_default()),
+        workload,
+        docker,
+        docker_attempt: None,
         shutting_down: false,
         warned_dir: None,
     };
@@ -140,6 +149,9 @@ struct Done {
     uid: String,
     result: Result<CaptureOutcome, CaptureError>,
     manifest_json: String,
+    /// What the operator should know about the quiesce (containers removed
+    /// or resumed by someone else meanwhile).
+    quiesce_warnings: Vec<String>,
     _guard: KeyGuard,
 }
 
@@ -155,8 +167,12 @@ struct Daemon {
     /// Restores in flight, by restore uid.
     restores: HashMap<String, restores::RunningRestore>,
     restore_tx: mpsc::UnboundedSender<restores::RestoreDone>,
-    /// What restores stop and start (no runtime: nothing).
+    /// What restores stop and start, and captures quiesce (no runtime: nothing).
     workload: Arc<dyn Workload>,
+    /// The Docker Engine, when connected.
+    docker: Option<Arc<crate::docker::DockerClient>>,
+    /// Last reconnect attempt while Docker was down.
+    docker_attempt: Option<std::time::Instant>,
     shutting_down: bool,
     warned_dir: Option<String>,
 }
@@ -167,8 +183,12 @@ impl Daemon {
     /// Before any reconcile: remove temporary archives, quarantine unknown
     /// ones, and mark snapshots whose archive vanished.
     fn startup_sweep(&mut self) -> Result<(), DaemonError> {
-        // Interrupted restores first: recovery may record a pre-restore
-        // archive, which the orphan sweep must then know.
+        // Containers an interrupted capture left paused or stopped come back
+        // first; then interrupted restores (recovery may record a
+        // pre-restore archive, which the orphan sweep must then know).
+        for w in quiesce::recover(&self.store, &*self.workload)? {
+            tracing::warn!("{w}");
+        }
         self.recover_restores()?;
         let report = self.store.sweep_orphans()?;
         for p in &report.removed_temp {
@@ -487,7 +507,11 @@ impl Daemon {
                 continue;
             }
             let Ok(Object::Snapshot(s)) = Object::from_stored(Kind::Snapshot, stored.object.clone()) else { continue };
-            if snap::next_step(s.status.as_ref()) != snap::Step::Capture {
+            // A snapshot that failed only because Docker did not answer is
+            // retried while the daemon runs (not with --once, which ends).
+            let retry =
+                !self.cfg.once && status_reason(&stored.object, Kind::Snapshot) == Some(reasons::DOCKER_UNAVAILABLE);
+            if snap::next_step(s.status.as_ref()) != snap::Step::Capture && !retry {
                 continue;
             }
             self.start_capture(stored, s)?;
@@ -500,10 +524,8 @@ impl Daemon {
         let now = Time::now();
         let generation = s.metadata.generation.unwrap_or(1);
         let st = s.status.get_or_insert_with(Default::default);
-        let src = &s.spec.source;
-        let unsupported = if src.container.is_some() || src.volume.is_some() {
-            Some("source.container and source.volume need the Docker integration, which this release does not have yet")
-        } else if src.persistent_volume_claim.is_some() {
+        let src = s.spec.source.clone();
+        let unsupported = if src.persistent_volume_claim.is_some() {
             Some(
                 "source.persistentVolumeClaim is served by the Kubernetes controller (volsnap controller), not in files mode",
             )
@@ -519,7 +541,20 @@ impl Daemon {
         if let Some(archive) = src.archive.clone() {
             return self.start_adoption(stored, s, &archive.path);
         }
-        let resolution = self.policy.resolve(src.paths.as_deref().unwrap_or_default());
+        let resolution = match self.resolve_source(&src)? {
+            Ok(r) => r,
+            Err((reason, msg)) => {
+                let st = s.status.get_or_insert_with(Default::default);
+                if status_reason(&stored.object, Kind::Snapshot) != Some(reason) || st.phase != Some(Phase::Failed) {
+                    snap::failed(st, generation, now, reason, &msg);
+                    tracing::warn!(object = %key, reason, "Failed VolumeSnapshot: {msg}");
+                    stored.object = Object::Snapshot(s).to_value();
+                    self.save(&stored)?;
+                }
+                return Ok(());
+            }
+        };
+        let st = s.status.get_or_insert_with(Default::default);
         st.skipped = resolution.skipped.clone();
         if resolution.volumes.is_empty() {
             let msg = no_data_message(&resolution.skipped);
@@ -579,17 +614,50 @@ impl Daemon {
         let uid = stored.uid.clone();
         let compression = s.spec.compression;
         let volumes: Vec<CaptureVolume> = resolution.volumes;
+        let mode = s.spec.effective_quiesce();
+        let quiesce_ctx = (mode != crate::api::QuiesceMode::None).then(|| {
+            (self.workload.clone(), self.cfg.state.clone(), self.cfg.archives.clone(), key_for_journal(&stored))
+        });
         tokio::task::spawn_blocking(move || {
             let manifest_json = serde_json::to_string(&manifest).unwrap_or_default();
+            let mut quiesce_warnings = Vec::new();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                capture::capture(CaptureJob {
+                // Quiesce (journaled; resumed by Drop on any exit, and by the
+                // start-up sweep after a crash), then read.
+                let quiesce_store = match &quiesce_ctx {
+                    Some((_, state, archives, _)) => Some(
+                        Store::open(state, archives)
+                            .map_err(|e| CaptureError::Quiesce(format!("cannot open the state database: {e}")))?,
+                    ),
+                    None => None,
+                };
+                let mut quiesced = match (&quiesce_ctx, &quiesce_store) {
+                    (Some((workload, _, _, row)), Some(store)) => {
+                        let dirs: Vec<PathBuf> = volumes.iter().map(|v| v.path.clone()).collect();
+                        Some(
+                            Quiesce::begin(&**workload, store, row.clone(), &dirs, mode)
+                                .map_err(CaptureError::Quiesce)?,
+                        )
+                    }
+                    _ => None,
+                };
+                let captured = capture::capture(CaptureJob {
                     manifest: &manifest,
                     volumes: &volumes,
                     compression,
                     dest: &dest,
                     progress: &progress,
                     cancel: &cancel,
-                })
+                });
+                if let Some(q) = quiesced.as_mut() {
+                    match q.finish() {
+                        Ok(w) => quiesce_warnings.extend(w),
+                        Err(e) => quiesce_warnings.push(format!(
+                            "resuming the quiesced containers failed ({e}); the daemon retries at its next start"
+                        )),
+                    }
+                }
+                captured
             }))
             .unwrap_or_else(|_| {
                 Err(CaptureError::Write {
@@ -597,7 +665,7 @@ impl Daemon {
                     source: std::io::Error::other("capture thread panicked"),
                 })
             });
-            let _ = tx.send(Done { uid, result, manifest_json, _guard: guard });
+            let _ = tx.send(Done { uid, result, manifest_json, quiesce_warnings, _guard: guard });
         });
         Ok(())
     }
@@ -651,6 +719,9 @@ impl Daemon {
                 };
                 let skipped: Vec<SkippedVolume> = std::mem::take(&mut st.skipped);
                 snap::completed(st, generation, now, archive, outcome.volumes.clone(), skipped);
+                if !done.quiesce_warnings.is_empty() {
+                    snap::quiesce_warnings(st, generation, now, &done.quiesce_warnings);
+                }
                 if let Some(src) = &s.spec.source.archive {
                     let msg = format!(
                         "Adopted {} after verifying it end to end as untrusted input: {} volume(s), stored as {}. The paths recorded inside are information only: restore it with spec.targetPath",
@@ -687,6 +758,13 @@ impl Daemon {
                     path.display()
                 );
                 snap::failed(st, generation, now, reasons::ARCHIVE_WRITE_FAILED, &msg);
+                tracing::error!(object = %run.key, "Failed VolumeSnapshot: {msg}");
+            }
+            Err(CaptureError::Quiesce(ref why)) => {
+                let msg = format!(
+                    "Could not quiesce the workload before reading: {why}. Nothing was captured; containers volsnap paused or stopped were resumed"
+                );
+                snap::failed(st, generation, now, reasons::QUIESCE_FAILED, &msg);
                 tracing::error!(object = %run.key, "Failed VolumeSnapshot: {msg}");
             }
             Err(CaptureError::Rejected(ref why)) => {
@@ -727,6 +805,11 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+/// The quiesce journal's identification of a capture.
+fn key_for_journal(stored: &StoredObject) -> (String, String, String) {
+    (stored.uid.clone(), stored.key.namespace.clone(), stored.key.name.clone())
 }
 
 fn archive_record(done: &Done, run: &Running, outcome: &CaptureOutcome, now: Time, present: bool) -> ArchiveRecord {

@@ -162,6 +162,19 @@ impl Daemon {
                 });
             }
         }
+        let mut runtime_targets = None;
+        if let Some(snap) = &snapshot
+            && snap.spec.source.paths.is_none()
+            && snap.spec.source.archive.is_none()
+            && r.spec.target_path.is_none()
+        {
+            runtime_targets = Some(match self.resolve_source(&snap.spec.source)? {
+                Ok(res) => Ok(res.volumes.into_iter().map(|v| (v.name, v.path)).collect()),
+                Err((reason, message)) => {
+                    Err(engine::Refusal { reason, message: format!("{message}; nothing was touched"), wait: false })
+                }
+            });
+        }
         let restore_ref = ObjRef { namespace: key.namespace.clone(), name: key.name.clone(), uid: stored.uid.clone() };
         let planned = engine::preflight(PreflightInput {
             restore: restore_ref,
@@ -171,6 +184,7 @@ impl Daemon {
             policy: &self.policy,
             pre_restore,
             pre_restore_name_taken,
+            runtime_targets,
         });
         let st = r.status.get_or_insert_with(Default::default);
         let plan = match planned {
@@ -420,7 +434,7 @@ impl Daemon {
                 Ok((outcome, manifest)) => (Ok(outcome), serde_json::to_string(&manifest).unwrap_or_default()),
                 Err(e) => (Err(e), String::new()),
             };
-            let _ = tx.send(Done { uid, result, manifest_json, _guard: guard });
+            let _ = tx.send(Done { uid, result, manifest_json, quiesce_warnings: Vec::new(), _guard: guard });
         });
         Ok(())
     }

@@ -98,6 +98,66 @@ impl Store {
     }
 }
 
+/// What a capture paused or stopped, recorded before it acts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuiesceRow {
+    /// UID of the snapshot whose capture quiesced.
+    pub operation_uid: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The units, JSON (owned by [`crate::engine::workload`]).
+    pub units_json: String,
+}
+
+impl Store {
+    /// Records (before acting) what a capture is about to pause or stop.
+    pub fn quiesce_put(&self, row: &QuiesceRow) -> Result<(), StoreError> {
+        let sql = "INSERT INTO quiesce_journal (operation_uid, namespace, name, units_json, updated_at)
+                   VALUES (?1, ?2, ?3, ?4, ?5)
+                   ON CONFLICT (operation_uid) DO UPDATE SET
+                     units_json = excluded.units_json, updated_at = excluded.updated_at";
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| {
+                s.execute(params![row.operation_uid, row.namespace, row.name, row.units_json, Time::now().to_string()])
+            })
+            .map_err(self.err("write quiesce journal"))?;
+        Ok(())
+    }
+
+    /// Every capture that quiesced and did not record the resume.
+    pub fn quiesce_rows(&self) -> Result<Vec<QuiesceRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT operation_uid, namespace, name, units_json FROM quiesce_journal ORDER BY updated_at, operation_uid",
+            )
+            .map_err(self.err("read quiesce journal"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(QuiesceRow {
+                    operation_uid: r.get(0)?,
+                    namespace: r.get(1)?,
+                    name: r.get(2)?,
+                    units_json: r.get(3)?,
+                })
+            })
+            .map_err(self.err("read quiesce journal"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err("read quiesce journal"))
+    }
+
+    /// Forgets a capture's quiesce once everything is resumed.
+    pub fn quiesce_delete(&self, operation_uid: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM quiesce_journal WHERE operation_uid = ?1")
+            .and_then(|mut s| s.execute(params![operation_uid]))
+            .map_err(self.err("delete quiesce journal row"))?;
+        Ok(())
+    }
+}
+
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalRow> {
     Ok(JournalRow {
         restore_uid: r.get(0)?,

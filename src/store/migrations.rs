@@ -54,6 +54,16 @@ CREATE TABLE restore_journal (
     updated_at  TEXT NOT NULL
 );
 "#,
+    // Version 3: what a capture paused or stopped (see store/journal.rs).
+    r#"
+CREATE TABLE quiesce_journal (
+    operation_uid TEXT PRIMARY KEY,
+    namespace     TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    units_json    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes and expects.

@@ -57,7 +57,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::api::{Kind, ObjectKey, Time};
 
-pub use journal::JournalRow;
+pub use journal::{JournalRow, QuiesceRow};
 pub use migrations::SCHEMA_VERSION;
 
 /// File name of the database inside the state directory.

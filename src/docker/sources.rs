@@ -1,0 +1,279 @@
+//! `source.container` and `source.volume`: what to capture, and what is
+//! skipped with a reason a person can act on.
+//!
+//! A container's mounts are classified one by one:
+//!
+//! - a bind mount of a directory is captured if its host path passes the
+//!   path policy (allowed roots, never `/`, `/proc`, `/sys`, `/dev`, nor
+//!   volsnap's own directories), checked after resolving symlinks;
+//! - a named volume of the `local` driver is captured from its mountpoint,
+//!   which must lie under Docker's volume root (always allowed);
+//! - everything else is skipped: tmpfs (no persistent data), volumes of
+//!   other drivers (the data is not on this host's file system), binds of
+//!   files or sockets (e.g. `/var/run/docker.sock`), missing host paths.
+//!
+//! Volume names are derived from the mount's target inside the container
+//! (`/var/lib/postgresql/data` → `var-lib-postgresql-data`): stable across
+//! re-creations of the container and readable in the archive.
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use bollard::models::MountPoint;
+
+use super::{DockerClient, DockerError};
+use crate::api::SkippedVolume;
+use crate::engine::capture::CaptureVolume;
+use crate::engine::paths::{PathPolicy, Resolution, dns_label_from};
+
+/// What a mount is, for capture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountClass {
+    /// Capture this host directory.
+    Capture(PathBuf),
+    /// Skip, for this reason.
+    Skip(String),
+}
+
+/// The facts about one mount that decide whether it is captured.
+#[derive(Clone, Debug, Default)]
+pub struct MountFacts {
+    /// `bind`, `volume`, `tmpfs`, `npipe`, `cluster`, ...
+    pub kind: String,
+    /// Host path (binds) or mountpoint (volumes).
+    pub source: String,
+    /// Path inside the container.
+    pub target: String,
+    /// Volume name (volumes).
+    pub volume_name: Option<String>,
+    /// Volume driver (volumes).
+    pub driver: Option<String>,
+}
+
+impl From<&MountPoint> for MountFacts {
+    fn from(m: &MountPoint) -> Self {
+        MountFacts {
+            kind: m.typ.clone().unwrap_or_default(),
+            source: m.source.clone().unwrap_or_default(),
+            target: m.destination.clone().unwrap_or_default(),
+            volume_name: m.name.clone(),
+            driver: m.driver.clone(),
+        }
+    }
+}
+
+/// Classifies one mount (pure apart from `lstat`/`canonicalize` of the host
+/// path).
+pub fn classify(m: &MountFacts, policy: &PathPolicy, volume_root: &Path) -> MountClass {
+    match m.kind.as_str() {
+        "tmpfs" => MountClass::Skip("tmpfs holds no persistent data".into()),
+        "volume" => {
+            let name = m.volume_name.clone().unwrap_or_default();
+            let driver = m.driver.clone().unwrap_or_else(|| "local".into());
+            if driver != "local" {
+                return MountClass::Skip(format!(
+                    "volume {name} uses the {driver:?} driver: its data is not on this host's file system (only local volumes are captured)"
+                ));
+            }
+            local_volume_dir(&name, &m.source, policy, volume_root)
+        }
+        "bind" => bind_dir(&m.source, policy),
+        other => MountClass::Skip(format!("mount type {other:?} is not captured")),
+    }
+}
+
+/// A local named volume's mountpoint: it must resolve under Docker's volume
+/// root (whatever the allowed roots say) and be a directory.
+fn local_volume_dir(name: &str, mountpoint: &str, policy: &PathPolicy, volume_root: &Path) -> MountClass {
+    let canonical = match Path::new(mountpoint).canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return MountClass::Skip(format!(
+                "no data on disk yet: volume {name}'s mountpoint {mountpoint} does not exist"
+            ));
+        }
+        Err(e) => return MountClass::Skip(format!("volume {name}: {mountpoint} cannot be resolved: {e}")),
+    };
+    if !canonical.starts_with(volume_root) {
+        return MountClass::Skip(format!(
+            "volume {name}'s mountpoint {} is outside Docker's volume root {}",
+            canonical.display(),
+            volume_root.display()
+        ));
+    }
+    if let Err(why) = policy.check_denied(&canonical, mountpoint) {
+        return MountClass::Skip(why);
+    }
+    if !canonical.is_dir() {
+        return MountClass::Skip(format!("volume {name}'s mountpoint {} is not a directory", canonical.display()));
+    }
+    MountClass::Capture(canonical)
+}
+
+/// A bind mount: only directories, under the allowed roots.
+fn bind_dir(source: &str, policy: &PathPolicy) -> MountClass {
+    let meta = match std::fs::metadata(source) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return MountClass::Skip(format!("no data on disk yet: {source} does not exist"));
+        }
+        Err(e) => return MountClass::Skip(format!("{source} cannot be read: {e}")),
+    };
+    let ft = meta.file_type();
+    if ft.is_socket() {
+        return MountClass::Skip(format!(
+            "{source} is a socket, not data (binds of sockets such as the Docker socket are never captured)"
+        ));
+    }
+    if !ft.is_dir() {
+        return MountClass::Skip(format!(
+            "{source} is a single file bind-mounted into the container; volsnap captures directories"
+        ));
+    }
+    let canonical = match Path::new(source).canonicalize() {
+        Ok(p) => p,
+        Err(e) => return MountClass::Skip(format!("{source} cannot be resolved: {e}")),
+    };
+    match policy.check(&canonical, source) {
+        Ok(()) => MountClass::Capture(canonical),
+        Err(why) => MountClass::Skip(why),
+    }
+}
+
+/// Turns classified mounts into the volumes to capture (named after their
+/// targets, unique) and the skipped ones.
+pub fn resolution_from(mounts: &[MountFacts], policy: &PathPolicy, volume_root: &Path) -> Resolution {
+    let mut out = Resolution::default();
+    let mut sorted: Vec<&MountFacts> = mounts.iter().collect();
+    sorted.sort_by(|a, b| a.target.cmp(&b.target));
+    let mut taken: Vec<String> = Vec::new();
+    for m in sorted {
+        let base = dns_label_from(&m.target);
+        let mut name = base.clone();
+        let mut n = 2;
+        while taken.contains(&name) {
+            let suffix = format!("-{n}");
+            name = format!("{}{suffix}", &base[..base.len().min(63 - suffix.len())]);
+            n += 1;
+        }
+        taken.push(name.clone());
+        let skip = |reason: String| SkippedVolume {
+            name: name.clone(),
+            path: Some(m.source.clone()).filter(|s| !s.is_empty()),
+            target: Some(m.target.clone()),
+            reason,
+        };
+        match classify(m, policy, volume_root) {
+            MountClass::Skip(reason) => out.skipped.push(skip(reason)),
+            MountClass::Capture(path) => {
+                if let Some(other) = out.volumes.iter().find(|v| v.path.starts_with(&path) || path.starts_with(&v.path))
+                {
+                    let reason = format!(
+                        "{} overlaps volume {} ({}): it would be captured twice",
+                        path.display(),
+                        other.name,
+                        other.path.display()
+                    );
+                    out.skipped.push(skip(reason));
+                    continue;
+                }
+                out.volumes.push(CaptureVolume {
+                    index: out.volumes.len() as u32,
+                    name,
+                    path,
+                    target: Some(m.target.clone()),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `source.container`: the container's mounts, classified.
+pub fn resolve_container(docker: &DockerClient, policy: &PathPolicy, name: &str) -> Result<Resolution, DockerError> {
+    let c = docker.inspect_container(name)?;
+    let mut mounts: Vec<MountFacts> = c.mounts.unwrap_or_default().iter().map(MountFacts::from).collect();
+    // `--tmpfs` mounts are listed in the host config, not among the mounts.
+    for target in c.host_config.and_then(|h| h.tmpfs).unwrap_or_default().into_keys() {
+        if !mounts.iter().any(|m| m.target == target) {
+            mounts.push(MountFacts { kind: "tmpfs".into(), target, ..Default::default() });
+        }
+    }
+    Ok(resolution_from(&mounts, policy, docker.volume_root()))
+}
+
+/// `source.volume`: one named volume, by its mountpoint.
+pub fn resolve_volume(docker: &DockerClient, policy: &PathPolicy, name: &str) -> Result<Resolution, DockerError> {
+    let v = docker.inspect_volume(name)?;
+    let facts = MountFacts {
+        kind: "volume".into(),
+        source: v.mountpoint.clone(),
+        target: String::new(),
+        volume_name: Some(v.name.clone()),
+        driver: Some(v.driver.clone()),
+    };
+    let mut out = Resolution::default();
+    let label = dns_label_from(name);
+    match classify(&facts, policy, docker.volume_root()) {
+        MountClass::Capture(path) => out.volumes.push(CaptureVolume { index: 0, name: label, path, target: None }),
+        MountClass::Skip(reason) => out.skipped.push(SkippedVolume {
+            name: label,
+            path: Some(v.mountpoint).filter(|s| !s.is_empty()),
+            target: None,
+            reason,
+        }),
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(kind: &str, source: &str, target: &str) -> MountFacts {
+        MountFacts { kind: kind.into(), source: source.into(), target: target.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn mounts_are_captured_or_skipped_with_reasons() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let allowed = root.join("srv");
+        let vroot = root.join("docker/volumes");
+        std::fs::create_dir_all(allowed.join("app/data")).unwrap();
+        std::fs::create_dir_all(vroot.join("pg/_data")).unwrap();
+        std::fs::write(allowed.join("app/config.ini"), b"x").unwrap();
+        let sock = allowed.join("app.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let policy = PathPolicy::new(std::slice::from_ref(&allowed), &[]).unwrap();
+        let mut pg = facts("volume", vroot.join("pg/_data").to_str().unwrap(), "/var/lib/postgresql/data");
+        pg.volume_name = Some("pg".into());
+        pg.driver = Some("local".into());
+        let mut nfs = facts("volume", "/nowhere", "/nfs");
+        nfs.volume_name = Some("shared".into());
+        nfs.driver = Some("rexray/ebs".into());
+        let mounts = vec![
+            facts("bind", allowed.join("app/data").to_str().unwrap(), "/data"),
+            pg,
+            facts("tmpfs", "", "/cache"),
+            nfs,
+            facts("bind", sock.to_str().unwrap(), "/var/run/app.sock"),
+            facts("bind", allowed.join("app/config.ini").to_str().unwrap(), "/etc/app.ini"),
+            facts("bind", "/", "/host"),
+            facts("bind", root.to_str().unwrap(), "/outside"),
+        ];
+        let r = resolution_from(&mounts, &policy, &vroot);
+        let names: Vec<&str> = r.volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["data", "var-lib-postgresql-data"]);
+        assert_eq!(r.volumes[1].target.as_deref(), Some("/var/lib/postgresql/data"));
+        let reason =
+            |target: &str| r.skipped.iter().find(|s| s.target.as_deref() == Some(target)).unwrap().reason.clone();
+        assert!(reason("/cache").contains("tmpfs"));
+        assert!(reason("/nfs").contains("rexray/ebs"));
+        assert!(reason("/var/run/app.sock").contains("socket"));
+        assert!(reason("/etc/app.ini").contains("single file"));
+        assert!(reason("/host").contains("/ is never captured"));
+        assert!(reason("/outside").contains("outside the allowed roots"));
+    }
+}
