@@ -52,21 +52,38 @@ test-deps: ## Install the tools the tests need (root only; no-op when present)
 bench-deps: ## Install the tools the benchmark needs (root only; no-op when present)
 	@$(call install_missing,$(BENCH_TOOLS))
 
+# Runs a recipe line with VOLSNAP_REQUIRE_DOCKER=1 when a Docker Engine is
+# (or could be made) available: the Docker tests then fail rather than skip.
+# ensure-docker.sh exits 2 only when it cannot start an engine (not root, no
+# apt-get); the Docker tests then skip with a message.
+define with_docker
+rc=0; bash tests/docker/ensure-docker.sh || rc=$$?; \
+if [ $$rc = 0 ]; then export VOLSNAP_REQUIRE_DOCKER=1; \
+elif [ $$rc = 2 ]; then echo "note: no Docker Engine and none can be started here: the Docker tests skip"; \
+else exit $$rc; fi; \
+$(1)
+endef
+
+.PHONY: docker-env
+docker-env: ## Make sure a Docker Engine answers and the test image exists (as root: installs docker.io, starts dockerd)
+	bash tests/docker/ensure-docker.sh
+
 .PHONY: test
-test: test-deps ## Run all tests (unit, e2e incl. CRD staleness), rustfmt check and clippy
-	$(CARGO) test $(TEST_FEATURES) --all-targets --no-fail-fast
+test: test-deps ## Run all tests (unit, e2e incl. Docker and CRD staleness), rustfmt check and clippy
+	@$(call with_docker,$(CARGO) test $(TEST_FEATURES) --all-targets --no-fail-fast)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy $(TEST_FEATURES) --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets -- -D warnings
 
 .PHONY: e2e
 e2e: test-deps ## Run only the end-to-end tests (tests/e2e)
-	$(CARGO) test $(TEST_FEATURES) --test e2e
+	@$(call with_docker,$(CARGO) test $(TEST_FEATURES) --test e2e)
 
 .PHONY: bench
-bench: bench-deps ## Release build, then compare capture speed/RSS with tar+gzip/pigz/zstd
+bench: bench-deps ## Release build, then capture and restore speed/RSS/downtime vs tar+gzip/pigz/zstd
 	$(CARGO) build --release
 	bash bench/capture.sh
+	SKIP_BUILD=1 bash bench/restore.sh
 
 .PHONY: crds
 crds: ## Regenerate crds/volsnap.dev.yaml from the Rust types (`volsnap crds`)

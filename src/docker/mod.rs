@@ -100,8 +100,7 @@ pub enum DockerError {
 /// A connected Docker Engine, with a synchronous API.
 pub struct DockerClient {
     client: bollard::Docker,
-    /// Always `Some` until dropped (taken by `Drop`).
-    rt: Option<tokio::runtime::Runtime>,
+    rt: BackgroundRuntime,
     endpoint: String,
     version: String,
     api_version: String,
@@ -123,17 +122,19 @@ impl DockerClient {
         }
         let endpoint = mode.endpoint();
         let unavailable = |message: String| DockerError::Unavailable { endpoint: endpoint.clone(), message };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| unavailable(format!("cannot start a runtime: {e}")))?;
+        let rt = BackgroundRuntime(Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| unavailable(format!("cannot start a runtime: {e}")))?,
+        ));
         let client = if let Some(path) = endpoint.strip_prefix("unix://") {
             bollard::Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
         } else {
             bollard::Docker::connect_with_host(&endpoint)
         }
         .map_err(|e| unavailable(e.to_string()))?;
-        let connected = run_on(&rt, async {
+        let connected = run_on(rt.get(), async {
             let client = tokio::time::timeout(CONNECT_TIMEOUT, client.negotiate_version())
                 .await
                 .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))?
@@ -151,7 +152,7 @@ impl DockerClient {
         let volume_root = volume_root.canonicalize().unwrap_or(volume_root);
         Ok(Some(DockerClient {
             client,
-            rt: Some(rt),
+            rt,
             endpoint,
             version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
@@ -176,7 +177,7 @@ impl DockerClient {
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
-        self.rt.as_ref().expect("the runtime lives as long as the client")
+        self.rt.get()
     }
 
     fn call<T>(&self, op: &str, f: impl Future<Output = Result<T, bollard::errors::Error>>) -> Result<T, DockerError> {
@@ -245,11 +246,20 @@ impl DockerClient {
     }
 }
 
-impl Drop for DockerClient {
-    /// The client may be dropped from async code (the daemon ends), where a
-    /// blocking runtime shutdown is not allowed.
+/// The client's private runtime. It may be dropped from async code (the
+/// daemon ends, or a connect fails inside it), where a blocking runtime
+/// shutdown panics: shut it down in the background instead.
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl BackgroundRuntime {
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("the runtime lives until dropped")
+    }
+}
+
+impl Drop for BackgroundRuntime {
     fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
+        if let Some(rt) = self.0.take() {
             rt.shutdown_background();
         }
     }

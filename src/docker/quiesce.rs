@@ -35,8 +35,14 @@ impl DockerWorkload {
     }
 }
 
-fn overlaps(a: &Path, b: &Path) -> bool {
-    a.starts_with(b) || b.starts_with(a)
+/// Whether a mount of host path `src` (read-write or not) makes a container
+/// a user of directory `dir`: it mounts the directory itself or something
+/// inside it (it sees, and pins, that directory), or a parent of it
+/// read-write (it can write into it). A read-only mount of a parent, such as
+/// a monitoring agent's `/:/rootfs:ro`, can neither change the data nor pin
+/// the directory a restore swaps, so it is left alone.
+pub fn uses(dir: &Path, src: &Path, rw: bool) -> bool {
+    src.starts_with(dir) || (rw && dir.starts_with(src))
 }
 
 /// `container:<name or id>` in a namespace mode names a dependency.
@@ -79,7 +85,7 @@ impl Workload for DockerWorkload {
             let uses = c.mounts.unwrap_or_default().iter().any(|m| {
                 let Some(src) = m.source.as_deref().filter(|s| !s.is_empty()) else { return false };
                 let src = Path::new(src).canonicalize().unwrap_or_else(|_| PathBuf::from(src));
-                dirs.iter().any(|d| overlaps(d, &src))
+                dirs.iter().any(|d| uses(d, &src, m.rw.unwrap_or(true)))
             });
             let Some(id) = c.id.clone() else { continue };
             if !uses {
@@ -162,6 +168,16 @@ mod tests {
 
     fn unit(id: &str) -> StoppedUnit {
         StoppedUnit { kind: UNIT_KIND.into(), id: id.into(), name: id.into(), paused: false }
+    }
+
+    #[test]
+    fn who_uses_a_directory() {
+        let d = Path::new("/srv/app/data");
+        assert!(uses(d, Path::new("/srv/app/data"), false), "the directory itself, even read-only");
+        assert!(uses(d, Path::new("/srv/app/data/sub"), false), "something inside it");
+        assert!(uses(d, Path::new("/srv"), true), "a parent, read-write");
+        assert!(!uses(d, Path::new("/"), false), "a parent, read-only: left alone");
+        assert!(!uses(d, Path::new("/srv/app/database"), true), "a sibling with a common prefix");
     }
 
     #[test]

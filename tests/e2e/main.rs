@@ -8,6 +8,7 @@
 
 mod capture;
 mod cli;
+mod docker;
 mod examples;
 mod faults;
 mod invalid;
