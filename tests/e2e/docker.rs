@@ -299,7 +299,7 @@ fn a_restore_brings_the_same_container_back_on_the_restored_data() {
     // The replaced data is a snapshot with the same source, restorable in place.
     let pre = env.status(SNAPSHOTS, "back-pre-restore").unwrap();
     env.check(pre["spec"]["source"]["container"] == c.as_str(), "pre-restore snapshot names the container", &pre);
-    assert!(leftovers(&data.parent().unwrap().to_path_buf()).is_empty());
+    assert!(leftovers(data.parent().unwrap()).is_empty());
     assert!(leftovers(volume_dir(&vol).parent().unwrap()).is_empty(), "no staging left beside the volume's _data");
 }
 
