@@ -134,10 +134,15 @@ pub fn failed(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, reason:
 /// The recorded archive vanished from disk: the snapshot can no longer be
 /// restored from. Kept as Failed with the archive path in the message,
 /// never silently dropped.
-pub fn archive_missing(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, path: &str) {
-    let msg = format!(
-        "The archive {path} recorded for this snapshot is missing from disk; it cannot be restored from. Delete the object, or put the file back and recreate the object"
-    );
+pub fn archive_missing(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, path: &str, refused: Option<&str>) {
+    let msg = match refused {
+        None => format!(
+            "The archive {path} recorded for this snapshot is missing from disk; it cannot be restored from. Delete the object, or put the file back and recreate the object"
+        ),
+        Some(why) => format!(
+            "The archive {path} recorded for this snapshot is refused ({why}); it cannot be restored from. Put the regular file back in place and recreate the object"
+        ),
+    };
     failed(st, generation, now, reasons::ARCHIVE_MISSING, &msg);
 }
 

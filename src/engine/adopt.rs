@@ -17,7 +17,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::archive::{ArchiveManifest, VerifyLimits, verify};
+use super::archive::reader::{EntrySink, walk_checked};
+use super::archive::{ArchiveError, ArchiveManifest, EntryInfo, VerifyLimits};
 use super::capture::{CaptureError, CaptureOutcome, checksum_path, temp_path};
 use super::fsutil;
 use crate::api::CapturedVolume;
@@ -39,9 +40,12 @@ pub fn adopt(
     }
     let mut input = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(source)
         .map_err(|e| CaptureError::Rejected(format!("cannot open the archive {}: {e}", source.display())))?;
+    if !input.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(CaptureError::Rejected(format!("{} is not a regular file", source.display())));
+    }
     let result = (|| {
         let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp).map_err(write_err)?;
         copy_cancellable(&mut input, &mut out, cancel).map_err(|e| match e {
@@ -52,9 +56,14 @@ pub fn adopt(
         out.sync_all().map_err(write_err)?;
         drop(out);
         let limits = VerifyLimits { max_entries: Some(MAX_ADOPTED_ENTRIES), ..Default::default() };
-        let report = verify(&temp, &limits).map_err(|e| {
-            CaptureError::Rejected(format!("the archive {} failed verification: {e}", source.display()))
-        })?;
+        let report =
+            walk_checked(&temp, &limits, &mut Cancellable { cancel, buf: vec![0u8; 64 * 1024] }).map_err(|e| {
+                if cancel.load(Ordering::Relaxed) {
+                    CaptureError::Cancelled
+                } else {
+                    CaptureError::Rejected(format!("the archive {} failed verification: {e}", source.display()))
+                }
+            })?;
         fs::rename(&temp, dest).map_err(write_err)?;
         if let Some(dir) = dest.parent() {
             fsutil::fsync_dir(dir).map_err(write_err)?;
@@ -86,6 +95,33 @@ pub fn adopt(
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Verification that stops between chunks when the daemon shuts down (an
+/// adopted archive may be large: nothing bounds its expansion, since nothing
+/// is written).
+struct Cancellable<'a> {
+    cancel: &'a AtomicBool,
+    buf: Vec<u8>,
+}
+
+impl EntrySink for Cancellable<'_> {
+    fn entry(&mut self, _info: &EntryInfo, data: &mut dyn std::io::Read) -> Result<(), ArchiveError> {
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(ArchiveError::Extract {
+                    path: String::new(),
+                    source: io::Error::new(io::ErrorKind::Interrupted, "adoption cancelled"),
+                });
+            }
+            match data.read(&mut self.buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                // The walker reports read errors itself.
+                Err(_) => return Ok(()),
+            }
+        }
+    }
 }
 
 enum Copy {

@@ -204,7 +204,14 @@ impl Daemon {
             };
             let generation = s.metadata.generation.unwrap_or(1);
             let path = self.archives_dir.join(&rec.rel_path).display().to_string();
-            snap::archive_missing(s.status.get_or_insert_with(Default::default), generation, Time::now(), &path);
+            let refused = report.refused.iter().find(|(uid, _)| *uid == rec.snapshot_uid).map(|(_, why)| why.as_str());
+            snap::archive_missing(
+                s.status.get_or_insert_with(Default::default),
+                generation,
+                Time::now(),
+                &path,
+                refused,
+            );
             tracing::error!(snapshot = %stored.key, path, "Archive of a Completed snapshot is missing from disk");
             stored.object = Object::Snapshot(s).to_value();
             self.save(&stored)?;

@@ -139,10 +139,25 @@ impl Daemon {
         if let Some(s) = &snapshot
             && let Some(uid) = &s.metadata.uid
             && let Some(rec) = self.store.archive(uid)?
-            && let Ok(abs) = self.store.archive_abs_path(&rec.rel_path)
-            && let Ok(manifest) = serde_json::from_str::<ArchiveManifest>(&rec.manifest_json)
         {
-            archive = Some((abs, manifest));
+            match self.store.archive_abs_path(&rec.rel_path) {
+                Ok(abs) => {
+                    if let Ok(manifest) = serde_json::from_str::<ArchiveManifest>(&rec.manifest_json) {
+                        archive = Some((abs, manifest));
+                    }
+                }
+                Err(e) => {
+                    // The snapshot's archive is there but refused (a symlink,
+                    // not a regular file): say so, rather than "no archive".
+                    let st = r.status.get_or_insert_with(Default::default);
+                    let msg =
+                        format!("the archive of VolumeSnapshot {} is refused: {e}; nothing was touched", snap_key.name);
+                    rst::failed(st, generation, now, reasons::ARCHIVE_INVALID, &msg);
+                    tracing::warn!(object = %key, "Failed VolumeRestore: {msg}");
+                    stored.object = Object::Restore(r).to_value();
+                    return self.save(&stored);
+                }
+            }
         }
         let mut pre_restore = None;
         let mut pre_restore_name_taken = false;

@@ -235,6 +235,9 @@ pub struct SweepReport {
     /// Records whose archive file is gone (or whose stored path was refused
     /// by the containment check).
     pub missing: Vec<ArchiveRecord>,
+    /// For the refused ones among `missing`: snapshot uid and why (a symlink,
+    /// not a regular file, outside the archives directory).
+    pub refused: Vec<(String, String)>,
 }
 
 /// The state store: one SQLite connection plus the archives directory.

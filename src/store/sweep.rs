@@ -104,6 +104,7 @@ impl Store {
                         error = %e,
                         "archive record refused by the containment check; treating the archive as missing"
                     );
+                    report.refused.push((rec.snapshot_uid.clone(), e.to_string()));
                     report.missing.push(rec);
                 }
                 Err(e) => return Err(e),

@@ -591,7 +591,7 @@ impl Ctx<'_> {
 
 fn walk(path: &Path, limits: &VerifyLimits, sink: &mut dyn EntrySink) -> Result<VerifyReport, ArchiveError> {
     let ctx = Ctx { path, file_failed: Rc::new(Cell::new(false)), early_eof: Rc::new(Cell::new(false)) };
-    let file = File::open(path).map_err(|e| ctx.io(e))?;
+    let file = open_regular(path).map_err(|e| ctx.io(e))?;
     let hashing = HashingReader { inner: file, hasher: Sha256::new(), count: 0, failed: ctx.file_failed.clone() };
     let mut raw = BufReader::with_capacity(READ_BUFFER, hashing);
     let compression = {
@@ -681,6 +681,19 @@ fn walk(path: &Path, limits: &VerifyLimits, sink: &mut dyn EntrySink) -> Result<
         bytes: w.bytes,
         volumes,
     })
+}
+
+/// Opens an archive for reading, refusing anything but a regular file. The
+/// open is non-blocking, so a FIFO put where an archive should be fails
+/// here instead of waiting forever for a writer.
+fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
 }
 
 struct Walker<'a> {
