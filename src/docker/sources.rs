@@ -25,7 +25,7 @@ use bollard::models::MountPoint;
 use super::{DockerClient, DockerError};
 use crate::api::SkippedVolume;
 use crate::engine::capture::CaptureVolume;
-use crate::engine::paths::{PathPolicy, Resolution, dns_label_from};
+use crate::engine::paths::{PathPolicy, Resolution, dns_label_from, unique_label};
 
 /// What a mount is, for capture.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,15 +149,7 @@ pub fn resolution_from(mounts: &[MountFacts], policy: &PathPolicy, volume_root: 
     sorted.sort_by(|a, b| a.target.cmp(&b.target));
     let mut taken: Vec<String> = Vec::new();
     for m in sorted {
-        let base = dns_label_from(&m.target);
-        let mut name = base.clone();
-        let mut n = 2;
-        while taken.contains(&name) {
-            let suffix = format!("-{n}");
-            name = format!("{}{suffix}", &base[..base.len().min(63 - suffix.len())]);
-            n += 1;
-        }
-        taken.push(name.clone());
+        let name = unique_label(dns_label_from(&m.target), &mut taken);
         let skip = |reason: String| SkippedVolume {
             name: name.clone(),
             path: Some(m.source.clone()).filter(|s| !s.is_empty()),

@@ -187,17 +187,23 @@ pub fn volume_names(sources: &[PathSource]) -> Vec<String> {
             }
             let base =
                 dns_label_from(Path::new(&s.path).file_name().map(|f| f.to_string_lossy()).as_deref().unwrap_or(""));
-            let mut candidate = base.clone();
-            let mut n = 2;
-            while taken.contains(&candidate) {
-                let suffix = format!("-{n}");
-                candidate = format!("{}{suffix}", &base[..base.len().min(63 - suffix.len())]);
-                n += 1;
-            }
-            taken.push(candidate.clone());
-            candidate
+            unique_label(base, &mut taken)
         })
         .collect()
+}
+
+/// `base`, or `base-2`, `base-3`, ... (kept within 63 characters): the first
+/// not in `taken`, which it is then added to.
+pub fn unique_label(base: String, taken: &mut Vec<String>) -> String {
+    let mut candidate = base.clone();
+    let mut n = 2;
+    while taken.contains(&candidate) {
+        let suffix = format!("-{n}");
+        candidate = format!("{}{suffix}", &base[..base.len().min(63 - suffix.len())]);
+        n += 1;
+    }
+    taken.push(candidate.clone());
+    candidate
 }
 
 /// Turns any string into a DNS label: lower-case, other characters become
