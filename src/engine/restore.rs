@@ -863,7 +863,9 @@ impl Executor<'_> {
         }
         self.journal(&plan, JournalStep::Swapped).map_err(RestoreFailure::Unfinished)?;
         let started = self.workload.start(&plan.stopped);
-        plan.downtime_seconds = Some((down.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+        // Microseconds: a swap without a workload to stop takes about 1 ms,
+        // which millisecond rounding would report as 0.
+        plan.downtime_seconds = Some((down.elapsed().as_secs_f64() * 1e6).round() / 1e6);
         let mut warnings = Vec::new();
         match started {
             Ok(w) => warnings.extend(w),

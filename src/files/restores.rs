@@ -309,7 +309,7 @@ impl Daemon {
                     paths.join(", ")
                 );
                 if let Some(d) = outcome.downtime_seconds {
-                    msg.push_str(&format!("; the workload was stopped for {d:.3} s"));
+                    msg.push_str(&format!("; the workload was stopped for {d:.6} s"));
                 }
                 if let Some(pre) = &outcome.pre_restore_snapshot {
                     msg.push_str(&format!("; the replaced data is VolumeSnapshot {}", pre.name));
