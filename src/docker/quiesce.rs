@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{DockerClient, DockerError, short};
-use crate::engine::workload::{StoppedUnit, Workload, WorkloadError};
+use crate::engine::workload::{Purpose, StoppedUnit, Workload, WorkloadError};
 
 /// The kind of the units this module owns.
 pub const UNIT_KIND: &str = "docker";
@@ -72,7 +72,7 @@ fn werr(op: &'static str, unit: &StoppedUnit, e: DockerError) -> WorkloadError {
 }
 
 impl Workload for DockerWorkload {
-    fn plan_stop(&self, dirs: &[PathBuf]) -> Result<Vec<StoppedUnit>, WorkloadError> {
+    fn plan_stop(&self, dirs: &[PathBuf], purpose: Purpose) -> Result<Vec<StoppedUnit>, WorkloadError> {
         let fail = |e: DockerError| WorkloadError { op: "listing", unit: "containers".into(), message: e.to_string() };
         let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.canonicalize().unwrap_or_else(|_| d.clone())).collect();
         let mut units = Vec::new();
@@ -93,6 +93,22 @@ impl Workload for DockerWorkload {
             }
             let inspect = self.docker.inspect_container(&id).map_err(fail)?;
             let name = inspect.name.clone().unwrap_or_default().trim_start_matches('/').to_string();
+            if state == "paused" {
+                // Paused by someone else: volsnap never resumes it.
+                match purpose {
+                    Purpose::Capture => {
+                        tracing::info!(container = name, "Container already paused by someone else: left as it is");
+                        continue;
+                    }
+                    Purpose::Restore => {
+                        return Err(WorkloadError {
+                            op: "planning",
+                            unit: format!("container {name} ({})", short(&id)),
+                            message: "it is paused, and volsnap does not resume containers it did not pause; unpause or stop it, then re-add the restore".into(),
+                        });
+                    }
+                }
+            }
             let hc = inspect.host_config.unwrap_or_default();
             let mut needs = Vec::new();
             for mode in [hc.network_mode.as_ref(), hc.pid_mode.as_ref(), hc.ipc_mode.as_ref()] {

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use super::fault;
-use super::workload::{StoppedUnit, Workload};
+use super::workload::{Purpose, StoppedUnit, Workload};
 use crate::api::QuiesceMode;
 use crate::store::{QuiesceRow, Store, StoreError};
 
@@ -37,7 +37,7 @@ impl<'a> Quiesce<'a> {
         mode: QuiesceMode,
     ) -> Result<Quiesce<'a>, String> {
         let (operation_uid, namespace, name) = row;
-        let mut units = workload.plan_stop(dirs).map_err(|e| e.to_string())?;
+        let mut units = workload.plan_stop(dirs, Purpose::Capture).map_err(|e| e.to_string())?;
         for u in units.iter_mut() {
             u.paused = mode == QuiesceMode::Pause;
         }

@@ -50,7 +50,7 @@ use super::extract::{self, ExtractVolume};
 use super::fault;
 use super::paths::{PathPolicy, volume_names};
 use super::swap::{self, DirId};
-use super::workload::{StoppedUnit, Workload};
+use super::workload::{Purpose, StoppedUnit, Workload};
 use crate::api::{
     API_VERSION, ArchiveStatus, Compression, DeletionPolicy, Kind, ObjectKey, PathSource, RestoredVolume,
     SnapshotSource, Time, VolumeRestoreSpec, VolumeSnapshot, VolumeSnapshotSpec,
@@ -824,7 +824,7 @@ impl Executor<'_> {
             RestoreFailure::RolledBack(Refusal::fail(reason, message))
         };
         let targets: Vec<PathBuf> = plan.volumes.iter().map(|v| v.target.clone()).collect();
-        plan.stopped = match self.workload.plan_stop(&targets) {
+        plan.stopped = match self.workload.plan_stop(&targets, Purpose::Restore) {
             Ok(u) => u,
             Err(e) => {
                 return Err(rollback(&plan, reasons::WORKLOAD_FAILED, format!("{e}; the live data was not touched")));

@@ -43,11 +43,25 @@ pub struct WorkloadError {
     pub message: String,
 }
 
+/// Why the workload is being held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// A capture reads the directories: units already held still by someone
+    /// else are consistent as they are and are left alone.
+    Capture,
+    /// A restore swaps the directories: every unit using them must be
+    /// stopped and started by volsnap, or the restore must not happen.
+    Restore,
+}
+
 /// Stops and starts whatever uses a set of directories.
 pub trait Workload: Send + Sync {
     /// The running units that use any of `dirs`, in start order (a unit
-    /// after the units it depends on).
-    fn plan_stop(&self, dirs: &[PathBuf]) -> Result<Vec<StoppedUnit>, WorkloadError>;
+    /// after the units it depends on). Units held by someone else (a
+    /// container paused by an operator) are never included: volsnap only
+    /// ever resumes what it paused or stopped itself. For a restore they
+    /// are an error, since they would keep the replaced data in use.
+    fn plan_stop(&self, dirs: &[PathBuf], purpose: Purpose) -> Result<Vec<StoppedUnit>, WorkloadError>;
     /// Stops `units` (as planned), in reverse start order.
     fn stop(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError>;
     /// Freezes `units` without stopping them (capture with `quiesce: Pause`).
@@ -66,7 +80,7 @@ pub trait Workload: Send + Sync {
 pub struct NoWorkload;
 
 impl Workload for NoWorkload {
-    fn plan_stop(&self, _dirs: &[PathBuf]) -> Result<Vec<StoppedUnit>, WorkloadError> {
+    fn plan_stop(&self, _dirs: &[PathBuf], _purpose: Purpose) -> Result<Vec<StoppedUnit>, WorkloadError> {
         Ok(Vec::new())
     }
 
@@ -126,7 +140,7 @@ impl MarkerWorkload {
 
 #[cfg(feature = "fault-injection")]
 impl Workload for MarkerWorkload {
-    fn plan_stop(&self, _dirs: &[PathBuf]) -> Result<Vec<StoppedUnit>, WorkloadError> {
+    fn plan_stop(&self, _dirs: &[PathBuf], _purpose: Purpose) -> Result<Vec<StoppedUnit>, WorkloadError> {
         Ok(if self.dir.join("running").exists() {
             vec![StoppedUnit {
                 kind: "test-marker".into(),

@@ -626,6 +626,7 @@ impl Daemon {
             (self.workload.clone(), self.cfg.state.clone(), self.cfg.archives.clone(), key_for_journal(&stored))
         });
         tokio::task::spawn_blocking(move || {
+            crate::engine::fault::pause("capture:started");
             let manifest_json = serde_json::to_string(&manifest).unwrap_or_default();
             let mut quiesce_warnings = Vec::new();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -497,3 +497,58 @@ fn containers_removed_or_restarted_by_someone_else_mid_quiesce_are_reported_not_
     assert_eq!(state(&recreated), "created", "the new container was not started by volsnap");
     drop(daemon);
 }
+
+#[test]
+fn a_container_paused_by_someone_else_is_never_resumed_by_volsnap() {
+    if !docker_ready("docker_paused_by_others") {
+        return;
+    }
+    let env = Env::new();
+    let c = unique(&env, "frozen");
+    let _cleanup = Cleanup { containers: vec![c.clone()], volumes: vec![] };
+    let data = env.data_dir("app");
+    fs::write(data.join("f"), b"v1\n").unwrap();
+    run_container(&c, &["-v", &format!("{}:/data", data.display())]);
+    docker(&["pause", &c]);
+    // A capture reads it as it is (already still) and leaves it paused.
+    env.write_manifest("s.yaml", &snapshot_of("s", &format!("container: {c}"), ""));
+    assert!(env.run_once(&[]).status.success());
+    assert_eq!(state(&c), "paused", "volsnap must not unpause what it did not pause");
+    // A restore would leave it on the replaced data: refused, nothing touched.
+    fs::write(data.join("f"), b"v2\n").unwrap();
+    env.write_manifest("r.yaml", &restore_yaml("r", "s", ""));
+    let out = env.run_once(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let r = env.status(RESTORES, "r").unwrap();
+    env.check(cond(&r, "Succeeded").1 == "WorkloadFailed", "reason WorkloadFailed", &r);
+    env.check(cond(&r, "Succeeded").2.contains("is paused"), "the message says why", &r);
+    assert_eq!(fs::read(data.join("f")).unwrap(), b"v2\n", "live data unchanged");
+    assert_eq!(state(&c), "paused");
+    assert!(leftovers(&env.data).is_empty());
+}
+
+#[test]
+fn a_snapshot_that_failed_because_docker_was_down_is_retried_when_it_answers() {
+    if !docker_ready("docker_retry") {
+        return;
+    }
+    let env = Env::new();
+    let c = unique(&env, "later");
+    let _cleanup = Cleanup { containers: vec![c.clone()], volumes: vec![] };
+    let data = env.data_dir("app");
+    fs::write(data.join("f"), b"x").unwrap();
+    run_container(&c, &["-v", &format!("{}:/data", data.display())]);
+    // The daemon is pointed at a socket path where nothing answers yet.
+    let sock = env.root.join("docker.sock");
+    let url = format!("unix://{}", sock.display());
+    let daemon = env.start(&["--docker", &url, "--resync-interval", "1"]);
+    env.write_manifest("s.yaml", &snapshot_of("s", &format!("container: {c}"), ""));
+    let failed = env.wait_status(SNAPSHOTS, "s", "Failed/DockerUnavailable", |o| {
+        phase(o) == "Failed" && cond(o, "Ready").1 == "DockerUnavailable"
+    });
+    env.check(cond(&failed, "Ready").2.contains("retries"), "the message says it is retried", &failed);
+    // Docker "comes back" at that path.
+    std::os::unix::fs::symlink("/var/run/docker.sock", &sock).unwrap();
+    env.wait_status(SNAPSHOTS, "s", "Completed after Docker answered", |o| phase(o) == "Completed");
+    drop(daemon);
+}

@@ -594,3 +594,55 @@ fn random_kill_9_during_restores_of_thousands_of_files_never_mixes_data() {
     }
     eprintln!("random kill test: {} rounds rolled back, {} rolled forward", outcomes.0, outcomes.1);
 }
+
+#[test]
+fn a_restore_waits_while_its_snapshot_is_still_being_taken() {
+    let env = Env::new();
+    let app = env.data_dir("app");
+    make_small_tree(&app, 5);
+    let pauses = env.root.join("pauses");
+    fs::create_dir(&pauses).unwrap();
+    let point = "capture:started";
+    let mut cmd = Command::new(BIN);
+    pause_at(&mut cmd, &pauses, point);
+    let daemon = env.start_cmd(cmd, env.run_args());
+    env.write_manifest("s.yaml", &snapshot_yaml("s", &[("app", &app)], ""));
+    wait_for("the capture to start", TIMEOUT, || {
+        if pause_file(&pauses, point, "reached").exists() { Ok(()) } else { Err(env.logs()) }
+    });
+    let reference = env.root.join("ref");
+    copy_tree(&app, &reference);
+    env.write_manifest("r.yaml", &restore_yaml("r", "s", "  keepPreRestore: false\n"));
+    let waiting = env.wait_status(RESTORES, "r", "Pending/SnapshotNotReady", |o| {
+        phase(o) == "Pending" && cond(o, "Succeeded").1 == "SnapshotNotReady"
+    });
+    env.check(cond(&waiting, "Succeeded").2.starts_with("Waiting"), "the message says it waits", &waiting);
+    assert_eq!(scan_tree(&app).entries, scan_tree(&reference).entries, "nothing live changes while it waits");
+    fs::write(pause_file(&pauses, point, "release"), b"").unwrap();
+    env.wait_status(RESTORES, "r", "Completed", |o| phase(o) == "Completed");
+    assert_same_tree(&reference, &app);
+    drop(daemon);
+}
+
+#[test]
+fn a_target_that_is_a_mount_point_is_refused() {
+    if !is_root() {
+        return skip("a_target_that_is_a_mount_point_is_refused", "needs root for a tmpfs mount");
+    }
+    let env = Env::new();
+    let app = env.data_dir("app");
+    let Some(_mount) = Mount::tmpfs(&app, "size=8m") else {
+        return skip("a_target_that_is_a_mount_point_is_refused", "tmpfs mount failed");
+    };
+    make_small_tree(&app, 6);
+    snapshot_once(&env, "s", &[("app", &app)], "");
+    fs::write(app.join("after"), b"x").unwrap();
+    let before = scan_tree(&app);
+    env.write_manifest("r.yaml", &restore_yaml("r", "s", ""));
+    let out = env.run_once(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let obj = env.status(RESTORES, "r").unwrap();
+    env.check(reason(&obj) == "TargetIsMountPoint", "reason TargetIsMountPoint", &obj);
+    env.check(cond(&obj, "Succeeded").2.contains("targetPath"), "the message says what to do instead", &obj);
+    assert_eq!(before.entries, scan_tree(&app).entries, "live data unchanged");
+}
