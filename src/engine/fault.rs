@@ -24,6 +24,19 @@ pub fn point(name: &str) {
     let _ = name;
 }
 
+/// Test builds only: `VOLSNAP_FAIL=<name>` makes the point called `<name>`
+/// return an I/O error, so tests can reach the error paths of operations
+/// that do not fail on demand (a rename, say).
+pub fn fail(name: &str) -> std::io::Result<()> {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("VOLSNAP_FAIL").is_ok_and(|v| v == name) {
+        return Err(std::io::Error::other(format!("injected failure at {name}")));
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = name;
+    Ok(())
+}
+
 /// Test builds only: `VOLSNAP_PAUSE=<name>` and `VOLSNAP_PAUSE_DIR=<dir>` make
 /// the process stop at the point called `<name>`: it creates
 /// `<dir>/<name>.reached` and waits until `<dir>/<name>.release` exists. The

@@ -841,21 +841,30 @@ impl Executor<'_> {
             }
             return Err(rollback(&plan, reasons::WORKLOAD_FAILED, msg));
         }
-        // From the first swap on, the restore only goes forward: a failure
-        // here leaves the journal to the recovery sweep, which finishes it.
+        // A swap that fails undoes the ones before it, so the restore is all
+        // or nothing. A crash meanwhile is the recovery sweep's: it finishes
+        // the swaps as soon as any volume is swapped.
         self.journal(&plan, JournalStep::Swapping).map_err(RestoreFailure::Unfinished)?;
         for (i, v) in plan.volumes.iter().enumerate() {
-            if let Err(e) = swap_forward(v) {
-                if i == 0 {
-                    // Nothing swapped yet: roll back.
-                    let _ = self.workload.start(&plan.stopped);
-                    return Err(rollback(
-                        &plan,
-                        reasons::RESTORE_FAILED,
-                        format!("cannot swap {} into place: {e}; the live data was not touched", v.target.display()),
-                    ));
+            if let Err(e) = fault::fail(&format!("restore:swap-{i}")).and_then(|()| swap_forward(v)) {
+                let undone = plan.volumes[..=i].iter().rev().try_for_each(unswap);
+                if let Err(e2) = undone {
+                    // Cannot go back: leave it to the recovery sweep, which
+                    // goes forward. The workload stays stopped until then.
+                    return Err(RestoreFailure::Unfinished(format!(
+                        "swapping {}: {e}; undoing the earlier swaps also failed: {e2}",
+                        v.target.display()
+                    )));
                 }
-                return Err(RestoreFailure::Unfinished(format!("swapping {}: {e}", v.target.display())));
+                let _ = self.workload.start(&plan.stopped);
+                return Err(rollback(
+                    &plan,
+                    reasons::RESTORE_FAILED,
+                    format!(
+                        "cannot swap {} into place: {e}; any volume already swapped was swapped back, so the live data was not touched",
+                        v.target.display()
+                    ),
+                ));
             }
             if i == 0 {
                 fault::point("restore:first-swapped");
@@ -958,14 +967,28 @@ fn swap_forward(v: &VolumePlan) -> std::io::Result<()> {
     super::fsutil::fsync_dir(parent)
 }
 
-/// Brings one volume back to the NotSwapped state (only ever called when no
-/// volume of the restore is Swapped).
-fn swap_back(v: &VolumePlan) -> std::io::Result<()> {
-    if volume_state(v)? == VolumeState::Half {
-        swap::rename_noreplace(&v.aside, &v.target)?;
-        super::fsutil::fsync_dir(v.target.parent().unwrap_or(Path::new("/")))?;
+/// Brings one volume back to the NotSwapped state, from whatever state it
+/// is in: the old data at the target, the extracted data in staging.
+fn unswap(v: &VolumePlan) -> std::io::Result<()> {
+    match volume_state(v)? {
+        VolumeState::NotSwapped => return Ok(()),
+        VolumeState::Half => swap::rename_noreplace(&v.aside, &v.target)?,
+        VolumeState::Swapped => {
+            let at = |p: &Path| swap::dir_id(p).ok().flatten();
+            if v.old_id.is_none() {
+                // The target was created by the restore.
+                swap::rename_noreplace(&v.target, &v.staging)?;
+            } else if at(&v.staging) == v.old_id {
+                swap::exchange(&v.staging, &v.target)?;
+            } else if at(&v.aside) == v.old_id {
+                swap::rename_noreplace(&v.target, &v.staging)?;
+                swap::rename_noreplace(&v.aside, &v.target)?;
+            } else {
+                return Err(std::io::Error::other("the replaced data is not where the journal says it went"));
+            }
+        }
     }
-    Ok(())
+    super::fsutil::fsync_dir(v.target.parent().unwrap_or(Path::new("/")))
 }
 
 /// Where a volume's replaced data lies after its swap, if it had any.
@@ -1253,7 +1276,7 @@ fn recover_one(
         }
     } else {
         for v in &plan.volumes {
-            swap_back(v).map_err(|e| format!("rolling back {}: {e}", v.target.display()))?;
+            unswap(v).map_err(|e| format!("rolling back {}: {e}", v.target.display()))?;
         }
         remove_staging(&plan).map_err(|e| format!("removing staging directories: {e}"))?;
     }
@@ -1369,11 +1392,39 @@ mod tests {
                 assert_eq!(content(&v), "new");
                 assert_eq!(old_data_dir(&v), Some(v.aside.clone()));
             } else {
-                swap_back(&v).unwrap();
+                unswap(&v).unwrap();
                 assert_eq!(content(&v), "old");
                 assert_eq!(volume_state(&v).unwrap(), VolumeState::NotSwapped);
             }
         }
+    }
+
+    #[test]
+    fn a_completed_swap_can_be_undone_whichever_way_it_was_done() {
+        // Exchanged.
+        let tmp = tempfile::tempdir().unwrap();
+        let v = staged(tmp.path());
+        swap_forward(&v).unwrap();
+        unswap(&v).unwrap();
+        assert_eq!(content(&v), "old");
+        assert_eq!(std::fs::read(v.staging.join("f")).unwrap(), b"new", "the extracted data is back in staging");
+        // Two-step.
+        let tmp = tempfile::tempdir().unwrap();
+        let v = staged(tmp.path());
+        std::fs::rename(&v.target, &v.aside).unwrap();
+        std::fs::rename(&v.staging, &v.target).unwrap();
+        assert_eq!(volume_state(&v).unwrap(), VolumeState::Swapped);
+        unswap(&v).unwrap();
+        assert_eq!(content(&v), "old");
+        assert!(!v.aside.exists());
+        // Created.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut v = vol(tmp.path());
+        std::fs::create_dir(&v.staging).unwrap();
+        v.new_id = swap::dir_id(&v.staging).unwrap();
+        swap_forward(&v).unwrap();
+        unswap(&v).unwrap();
+        assert!(!v.target.exists() && v.staging.exists());
     }
 
     #[test]

@@ -646,3 +646,20 @@ fn a_target_that_is_a_mount_point_is_refused() {
     env.check(cond(&obj, "Succeeded").2.contains("targetPath"), "the message says what to do instead", &obj);
     assert_eq!(before.entries, scan_tree(&app).entries, "live data unchanged");
 }
+
+#[test]
+fn a_failed_second_swap_swaps_the_first_back_and_restarts_the_workload() {
+    let s = crash_setup(20);
+    s.env.write_manifest("r.yaml", &restore_yaml("r", "s", ""));
+    let mut cmd = s.daemon_cmd();
+    cmd.args(s.env.run_args()).arg("--once").env("VOLSNAP_FAIL", "restore:swap-1");
+    let out = run_bounded(&mut cmd, Duration::from_secs(300));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let obj = s.env.status(RESTORES, "r").unwrap();
+    s.env.check(reason(&obj) == "RestoreFailed", "reason RestoreFailed", &obj);
+    s.env.check(cond(&obj, "Succeeded").2.contains("swapped back"), "the message says the first swap was undone", &obj);
+    assert_eq!(s.state(), vec![false, false], "both volumes hold the old data");
+    assert_eq!(fs::read_to_string(s.workload.join("events")).unwrap(), "stop\nstart\n");
+    s.assert_clean();
+    assert!(s.env.status(SNAPSHOTS, "r-pre-restore").is_none(), "nothing was replaced, nothing kept");
+}
