@@ -132,49 +132,75 @@ impl Workload for DockerWorkload {
         Ok(())
     }
 
-    fn pause(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError> {
+    fn pause(&self, units: &[StoppedUnit]) -> Result<Vec<StoppedUnit>, WorkloadError> {
+        let mut paused = Vec::new();
         for u in units.iter().rev().filter(|u| u.kind == UNIT_KIND) {
             match self.docker.pause(&u.id) {
-                Ok(()) => {}
-                // Already paused by someone else: it stays as it is, and
-                // resuming it is then not volsnap's business either.
+                Ok(()) => paused.push(u.clone()),
+                // Paused by someone else since the plan: it stays as it is,
+                // and resuming it is then not volsnap's business either.
                 Err(DockerError::Api { message, .. }) if message.contains("already paused") => {}
-                Err(e) => return Err(werr("pausing", u, e)),
+                Err(e) => {
+                    // Resume what this call paused before failing.
+                    let _ = self.start(&paused);
+                    return Err(werr("pausing", u, e));
+                }
             }
         }
-        Ok(())
+        paused.reverse();
+        Ok(paused)
     }
 
+    /// Every unit is tried, in order: one container that cannot start
+    /// (its namespace owner is gone, say) does not keep the others down. An
+    /// engine that does not answer is the only error (the caller keeps its
+    /// journal and retries); what the engine refuses is reported.
     fn start(&self, units: &[StoppedUnit]) -> Result<Vec<String>, WorkloadError> {
         let mut warnings = Vec::new();
+        let mut unreachable = None;
         for u in units.iter().filter(|u| u.kind == UNIT_KIND) {
-            let shown = format!("container {} ({})", u.name, short(&u.id));
-            let c = match self.docker.inspect_container(&u.id) {
-                Ok(c) => c,
-                Err(DockerError::NotFound { .. }) => {
-                    warnings.push(format!(
-                        "{shown} no longer exists (removed or re-created while volsnap had it {}); it was not started",
-                        if u.paused { "paused" } else { "stopped" }
-                    ));
-                    continue;
-                }
-                Err(e) => return Err(werr("starting", u, e)),
-            };
-            let state = c.state.unwrap_or_default();
-            let (running, paused) = (state.running.unwrap_or(false), state.paused.unwrap_or(false));
-            if u.paused {
-                if paused {
-                    self.docker.unpause(&u.id).map_err(|e| werr("unpausing", u, e))?;
-                } else {
-                    warnings.push(format!("{shown} was unpaused by someone else while volsnap had it paused"));
-                }
-            } else if running {
-                warnings.push(format!("{shown} was started by someone else while volsnap had it stopped"));
-            } else {
-                self.docker.start(&u.id).map_err(|e| werr("starting", u, e))?;
+            match self.resume(u) {
+                Ok(Some(w)) => warnings.push(w),
+                Ok(None) => {}
+                Err(e @ DockerError::Unavailable { .. }) => unreachable = Some(werr("starting", u, e)),
+                Err(e) => warnings.push(format!("could not resume container {} ({}): {e}", u.name, short(&u.id))),
             }
         }
-        Ok(warnings)
+        match unreachable {
+            Some(e) => Err(e),
+            None => Ok(warnings),
+        }
+    }
+}
+
+impl DockerWorkload {
+    /// Brings one unit back; `Some` is something to report instead.
+    fn resume(&self, u: &StoppedUnit) -> Result<Option<String>, DockerError> {
+        let shown = format!("container {} ({})", u.name, short(&u.id));
+        let c = match self.docker.inspect_container(&u.id) {
+            Ok(c) => c,
+            Err(DockerError::NotFound { .. }) => {
+                return Ok(Some(format!(
+                    "{shown} no longer exists (removed or re-created while volsnap had it {}); it was not started",
+                    if u.paused { "paused" } else { "stopped" }
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let state = c.state.unwrap_or_default();
+        let (running, paused) = (state.running.unwrap_or(false), state.paused.unwrap_or(false));
+        if u.paused {
+            if !paused {
+                return Ok(Some(format!("{shown} was unpaused by someone else while volsnap had it paused")));
+            }
+            self.docker.unpause(&u.id)?;
+        } else {
+            if running {
+                return Ok(Some(format!("{shown} was started by someone else while volsnap had it stopped")));
+            }
+            self.docker.start(&u.id)?;
+        }
+        Ok(None)
     }
 }
 

@@ -197,6 +197,14 @@ impl Extractor<'_> {
         Ok(cur)
     }
 
+    /// The mode to set: as captured, except that setuid/setgid bits are
+    /// dropped when the owner cannot be restored (not running as root): a
+    /// file now owned by volsnap's user must not run as that user.
+    fn mode_of(&self, m: &Meta) -> Mode {
+        let mode = if self.restore_owners { m.mode & 0o7777 } else { m.mode & 0o1777 };
+        Mode::from_raw_mode(mode)
+    }
+
     fn set_owner(&self, fd: impl AsFd, m: &Meta) -> io::Result<()> {
         if self.restore_owners {
             rustix::fs::fchown(fd, Some(uid(m.uid)?), Some(gid(m.gid)?))?;
@@ -223,7 +231,7 @@ impl Extractor<'_> {
         }
         // chown before chmod: chown clears setuid/setgid bits.
         self.set_owner(&file, m)?;
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(m.mode & 0o7777))?;
+        rustix::fs::fchmod(&file, self.mode_of(m))?;
         rustix::fs::futimens(&file, &ts(m.mtime))?;
         Ok(())
     }
@@ -235,7 +243,7 @@ impl Extractor<'_> {
         for d in dirs.iter().rev() {
             let applied = self.open_dir(d.index, &d.rel).and_then(|fd| {
                 self.set_owner(&fd, &d.info)?;
-                rustix::fs::fchmod(&fd, Mode::from_raw_mode(d.info.mode & 0o7777))?;
+                rustix::fs::fchmod(&fd, self.mode_of(&d.info))?;
                 rustix::fs::futimens(&fd, &ts(d.info.mtime))?;
                 Ok(())
             });
@@ -1290,6 +1298,25 @@ mod tests {
         );
         assert!(!root.join("file").exists());
         sb.n += 1;
+    }
+
+    #[test]
+    fn setuid_and_setgid_are_dropped_when_owners_cannot_be_restored() {
+        let never = || false;
+        let mut x = Extractor {
+            roots: HashMap::new(),
+            restore_owners: false,
+            parent: None,
+            dirs: Vec::new(),
+            buf: Vec::new(),
+            cancel: &never,
+        };
+        let m = Meta { mode: 0o6755, uid: 0, gid: 0, mtime: 0 };
+        assert_eq!(x.mode_of(&m).as_raw_mode() & 0o7777, 0o755, "not root: no setuid/setgid on our own files");
+        let sticky = Meta { mode: 0o1777, ..m };
+        assert_eq!(x.mode_of(&sticky).as_raw_mode() & 0o7777, 0o1777, "the sticky bit is harmless and kept");
+        x.restore_owners = true;
+        assert_eq!(x.mode_of(&m).as_raw_mode() & 0o7777, 0o6755, "as root, with owners restored: as captured");
     }
 
     fn lstat(p: &Path) -> std::fs::Metadata {

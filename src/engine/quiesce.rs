@@ -48,14 +48,39 @@ impl<'a> Quiesce<'a> {
         }
         let units_json = serde_json::to_string(&q.units).map_err(|e| e.to_string())?;
         store
-            .quiesce_put(&QuiesceRow { operation_uid: q.operation_uid.clone(), namespace, name, units_json })
+            .quiesce_put(&QuiesceRow {
+                operation_uid: q.operation_uid.clone(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+                units_json,
+            })
             .map_err(|e| format!("cannot record the quiesce: {e}"))?;
         fault::point("capture:quiescing");
         let acted = match mode {
-            QuiesceMode::Pause => workload.pause(&q.units),
-            _ => workload.stop(&q.units),
+            QuiesceMode::Pause => workload.pause(&q.units).map(Some),
+            _ => workload.stop(&q.units).map(|()| None),
         };
+        if let Ok(Some(paused)) = &acted
+            && paused.len() != q.units.len()
+        {
+            // Only what was really paused is volsnap's to resume.
+            q.units = paused.clone();
+            let units_json = serde_json::to_string(&q.units).map_err(|e| e.to_string())?;
+            store
+                .quiesce_put(&QuiesceRow {
+                    operation_uid: q.operation_uid.clone(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    units_json,
+                })
+                .map_err(|e| format!("cannot record the quiesce: {e}"))?;
+        }
         if let Err(e) = acted {
+            if mode == QuiesceMode::Pause {
+                // `pause` already resumed what it paused; resuming the rest
+                // of the plan could unpause what someone else paused.
+                q.units.clear();
+            }
             let resumed = q.finish();
             let mut msg = e.to_string();
             if let Err(e2) = resumed {
@@ -95,11 +120,15 @@ impl Drop for Quiesce<'_> {
     }
 }
 
-/// Start-up: resumes what interrupted captures left paused or stopped.
-/// Rows whose runtime cannot be reached are kept for the next attempt.
-pub fn recover(store: &Store, workload: &dyn Workload) -> Result<Vec<String>, StoreError> {
+/// Resumes what interrupted captures left paused or stopped, except rows
+/// `skip` names (a capture running in this process). Runs at start-up and at
+/// every resync; rows whose runtime cannot be reached are kept.
+pub fn recover(store: &Store, workload: &dyn Workload, skip: &dyn Fn(&str) -> bool) -> Result<Vec<String>, StoreError> {
     let mut report = Vec::new();
     for row in store.quiesce_rows()? {
+        if skip(&row.operation_uid) {
+            continue;
+        }
         let units: Vec<StoppedUnit> = match serde_json::from_str(&row.units_json) {
             Ok(u) => u,
             Err(e) => {

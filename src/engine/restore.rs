@@ -820,9 +820,21 @@ impl Executor<'_> {
     ) -> Result<RestoreOutcome, RestoreFailure> {
         let rollback = |plan: &RestorePlan, reason, message: String| {
             let _ = remove_staging(plan);
-            let _ = self.store.journal_delete(&plan.restore.uid);
+            if let Err(e) = self.store.journal_delete(&plan.restore.uid) {
+                tracing::error!(restore = %plan.restore.name, error = %e, "Could not remove the journal row of a rolled-back restore; the recovery sweep finds nothing to undo");
+            }
             RestoreFailure::RolledBack(Refusal::fail(reason, message))
         };
+        // Before any swap: start the workload again, then roll back. If it
+        // cannot be started, the journal row stays and the recovery sweep
+        // (every resync) rolls back and starts it.
+        let restart_then_rollback =
+            |plan: &RestorePlan, reason, message: String| match self.workload.start(&plan.stopped) {
+                Ok(_) => rollback(plan, reason, message),
+                Err(e) => RestoreFailure::Unfinished(format!(
+                    "{message}; starting the workload again failed ({e}): the recovery sweep retries"
+                )),
+            };
         let targets: Vec<PathBuf> = plan.volumes.iter().map(|v| v.target.clone()).collect();
         plan.stopped = match self.workload.plan_stop(&targets, Purpose::Restore) {
             Ok(u) => u,
@@ -834,17 +846,22 @@ impl Executor<'_> {
             .map_err(|e| rollback(&plan, reasons::RESTORE_FAILED, format!("cannot write the restore journal: {e}")))?;
         let down = Instant::now();
         if let Err(e) = self.workload.stop(&plan.stopped) {
-            let restarted = self.workload.start(&plan.stopped).map(|_| ());
-            let mut msg = format!("{e}; the live data was not touched");
-            if let Err(e2) = restarted {
-                msg.push_str(&format!("; starting it again also failed: {e2}"));
-            }
-            return Err(rollback(&plan, reasons::WORKLOAD_FAILED, msg));
+            return Err(restart_then_rollback(
+                &plan,
+                reasons::WORKLOAD_FAILED,
+                format!("{e}; the live data was not touched"),
+            ));
         }
         // A swap that fails undoes the ones before it, so the restore is all
         // or nothing. A crash meanwhile is the recovery sweep's: it finishes
         // the swaps as soon as any volume is swapped.
-        self.journal(&plan, JournalStep::Swapping).map_err(RestoreFailure::Unfinished)?;
+        if let Err(e) = self.journal(&plan, JournalStep::Swapping) {
+            return Err(restart_then_rollback(
+                &plan,
+                reasons::RESTORE_FAILED,
+                format!("cannot write the restore journal: {e}; the live data was not touched"),
+            ));
+        }
         for (i, v) in plan.volumes.iter().enumerate() {
             if let Err(e) = fault::fail(&format!("restore:swap-{i}")).and_then(|()| swap_forward(v)) {
                 let undone = plan.volumes[..=i].iter().rev().try_for_each(unswap);
@@ -856,8 +873,7 @@ impl Executor<'_> {
                         v.target.display()
                     )));
                 }
-                let _ = self.workload.start(&plan.stopped);
-                return Err(rollback(
+                return Err(restart_then_rollback(
                     &plan,
                     reasons::RESTORE_FAILED,
                     format!(
@@ -875,11 +891,15 @@ impl Executor<'_> {
         // Microseconds: a swap without a workload to stop takes about 1 ms,
         // which millisecond rounding would report as 0.
         plan.downtime_seconds = Some((down.elapsed().as_secs_f64() * 1e6).round() / 1e6);
-        let mut warnings = Vec::new();
-        match started {
-            Ok(w) => warnings.extend(w),
-            Err(e) => warnings.push(format!("the data was restored, but starting the workload again failed: {e}")),
-        }
+        let mut warnings = match started {
+            Ok(w) => w,
+            // The journal stays at Swapped: the recovery sweep starts it.
+            Err(e) => {
+                return Err(RestoreFailure::Unfinished(format!(
+                    "the data was restored, but starting the workload again failed ({e}); the recovery sweep retries"
+                )));
+            }
+        };
         self.journal(&plan, JournalStep::Started).map_err(RestoreFailure::Unfinished)?;
         let (pre, more) = finish_after_swap(self.store, &plan, self.cancel)?;
         warnings.extend(more);
@@ -927,17 +947,41 @@ enum VolumeState {
     Half,
     /// The target holds the restored data.
     Swapped,
+    /// The target holds neither: something else changed it since the plan
+    /// (another restore, an operator). Never swapped over; left for a person.
+    Foreign,
+}
+
+/// Whether two identities name the same directory. Only the inode number is
+/// compared: staging, target and aside are siblings on one file system (a
+/// target that is a mount point is refused), and `st_dev` is not stable
+/// across reboots on btrfs, ZFS, NVMe or device-mapper, which is exactly when
+/// recovery runs.
+fn same_dir(a: Option<DirId>, b: Option<DirId>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.ino == b.ino,
+        _ => false,
+    }
 }
 
 fn volume_state(v: &VolumePlan) -> std::io::Result<VolumeState> {
     let target = swap::dir_id(&v.target)?;
-    if target.is_some() && target == v.new_id {
+    if same_dir(target, v.new_id) {
         return Ok(VolumeState::Swapped);
     }
-    if target.is_none() && v.old_id.is_some() && swap::dir_id(&v.aside)? == v.old_id {
-        return Ok(VolumeState::Half);
+    match (target, v.old_id) {
+        (None, None) => Ok(VolumeState::NotSwapped),
+        (None, Some(_)) if same_dir(swap::dir_id(&v.aside)?, v.old_id) => Ok(VolumeState::Half),
+        (Some(_), Some(_)) if same_dir(target, v.old_id) => Ok(VolumeState::NotSwapped),
+        _ => Ok(VolumeState::Foreign),
     }
-    Ok(VolumeState::NotSwapped)
+}
+
+fn foreign(v: &VolumePlan) -> std::io::Error {
+    std::io::Error::other(format!(
+        "{} holds neither the data it had when the restore was planned nor the restored data (it was changed by something else); not touched, left for an operator",
+        v.target.display()
+    ))
 }
 
 /// Brings one volume to the Swapped state, from whatever state it is in.
@@ -945,6 +989,7 @@ fn swap_forward(v: &VolumePlan) -> std::io::Result<()> {
     let parent = v.target.parent().unwrap_or(Path::new("/"));
     match volume_state(v)? {
         VolumeState::Swapped => return Ok(()),
+        VolumeState::Foreign => return Err(foreign(v)),
         VolumeState::Half => swap::rename_noreplace(&v.staging, &v.target)?,
         VolumeState::NotSwapped if v.old_id.is_none() => swap::rename_noreplace(&v.staging, &v.target)?,
         VolumeState::NotSwapped => {
@@ -972,15 +1017,16 @@ fn swap_forward(v: &VolumePlan) -> std::io::Result<()> {
 fn unswap(v: &VolumePlan) -> std::io::Result<()> {
     match volume_state(v)? {
         VolumeState::NotSwapped => return Ok(()),
+        VolumeState::Foreign => return Err(foreign(v)),
         VolumeState::Half => swap::rename_noreplace(&v.aside, &v.target)?,
         VolumeState::Swapped => {
             let at = |p: &Path| swap::dir_id(p).ok().flatten();
             if v.old_id.is_none() {
                 // The target was created by the restore.
                 swap::rename_noreplace(&v.target, &v.staging)?;
-            } else if at(&v.staging) == v.old_id {
+            } else if same_dir(at(&v.staging), v.old_id) {
                 swap::exchange(&v.staging, &v.target)?;
-            } else if at(&v.aside) == v.old_id {
+            } else if same_dir(at(&v.aside), v.old_id) {
                 swap::rename_noreplace(&v.target, &v.staging)?;
                 swap::rename_noreplace(&v.aside, &v.target)?;
             } else {
@@ -993,8 +1039,8 @@ fn unswap(v: &VolumePlan) -> std::io::Result<()> {
 
 /// Where a volume's replaced data lies after its swap, if it had any.
 fn old_data_dir(v: &VolumePlan) -> Option<PathBuf> {
-    let old = v.old_id?;
-    [&v.staging, &v.aside].into_iter().find(|p| swap::dir_id(p).ok().flatten() == Some(old)).cloned()
+    v.old_id?;
+    [&v.staging, &v.aside].into_iter().find(|p| same_dir(swap::dir_id(p).ok().flatten(), v.old_id)).cloned()
 }
 
 /// After the swap (and the restart): archive the replaced data as the
@@ -1199,12 +1245,32 @@ pub struct Recovered {
     pub warnings: Vec<String>,
 }
 
-/// Finishes or rolls back every restore the journal says was interrupted.
-/// Runs at start-up before any reconcile, whether or not the restore objects
-/// still exist. Rows that cannot be acted on are kept and reported.
-pub fn recover(store: &Store, workload: &dyn Workload) -> Result<Vec<Recovered>, crate::store::StoreError> {
+/// A journal row recovery could not act on: kept, and retried.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stuck {
+    /// The restore.
+    pub restore: ObjRef,
+    /// Its targets: nothing else may touch them until it is resolved.
+    pub targets: Vec<PathBuf>,
+    /// Why.
+    pub error: String,
+}
+
+/// Finishes or rolls back every restore the journal says was interrupted,
+/// except those `skip` names (a restore running in this process). Runs at
+/// start-up before any reconcile, and again at every resync for rows that
+/// could not be acted on, whether or not the restore objects still exist.
+pub fn recover(
+    store: &Store,
+    workload: &dyn Workload,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<(Vec<Recovered>, Vec<Stuck>), crate::store::StoreError> {
     let mut out = Vec::new();
+    let mut stuck = Vec::new();
     for row in store.journal_rows()? {
+        if skip(&row.restore_uid) {
+            continue;
+        }
         let restore = ObjRef { namespace: row.namespace.clone(), name: row.name.clone(), uid: row.restore_uid.clone() };
         let (Some(step), Ok(plan)) =
             (JournalStep::parse(&row.step), serde_json::from_str::<RestorePlan>(&row.plan_json))
@@ -1212,14 +1278,19 @@ pub fn recover(store: &Store, workload: &dyn Workload) -> Result<Vec<Recovered>,
             tracing::error!(restore = %row.name, step = row.step, "Journal row cannot be read; left in place for an operator");
             continue;
         };
+        let targets = match &plan.destination {
+            Destination::NewDirectory { target, .. } => vec![target.clone()],
+            Destination::InPlace => plan.volumes.iter().map(|v| v.target.clone()).collect(),
+        };
         match recover_one(store, workload, step, plan) {
             Ok(r) => out.push(r),
-            Err(e) => {
-                tracing::error!(restore = %restore.name, error = %e, "Could not recover an interrupted restore; the journal row is kept and retried at the next start");
+            Err(error) => {
+                tracing::error!(restore = %restore.name, error = %error, "Could not recover an interrupted restore; the journal row is kept, its targets stay locked, and it is retried at every resync");
+                stuck.push(Stuck { restore, targets, error });
             }
         }
     }
-    Ok(out)
+    Ok((out, stuck))
 }
 
 fn recover_one(
@@ -1234,8 +1305,9 @@ fn recover_one(
         .iter()
         .map(|v| RestoredVolume { name: v.name.clone(), path: v.target.display().to_string(), files: 0, bytes: 0 })
         .collect();
+    let restore_ref = plan.restore.clone();
     let back = |warnings: Vec<String>| Recovered {
-        restore: plan.restore.clone(),
+        restore: restore_ref.clone(),
         forward: false,
         volumes: Vec::new(),
         pre_restore_snapshot: None,
@@ -1243,9 +1315,8 @@ fn recover_one(
     };
     if let Destination::NewDirectory { target, staging } = &plan.destination {
         let new_id = plan.volumes.first().and_then(|v| v.new_id);
-        let forward = step >= JournalStep::Swapping
-            && new_id.is_some()
-            && swap::dir_id(target).map_err(|e| e.to_string())? == new_id;
+        let forward =
+            step >= JournalStep::Swapping && same_dir(swap::dir_id(target).map_err(|e| e.to_string())?, new_id);
         if !forward {
             swap::remove_tree(staging).map_err(|e| format!("removing {}: {e}", staging.display()))?;
         }
@@ -1257,17 +1328,45 @@ fn recover_one(
             back(warnings)
         });
     }
+    let mut plan = plan;
+    let states: Vec<VolumeState> =
+        plan.volumes.iter().map(volume_state).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    if (JournalStep::Stopping..=JournalStep::Swapped).contains(&step)
+        && let Some(i) = states.iter().position(|s| *s == VolumeState::Foreign)
+    {
+        // Another restore or a person changed the target since: going either
+        // way would swap over data this restore knows nothing about.
+        return Err(foreign(&plan.volumes[i]).to_string());
+    }
     let forward = match step {
         JournalStep::Extracting | JournalStep::Extracted => false,
-        JournalStep::Stopping | JournalStep::Swapping => {
-            let mut any = false;
-            for v in &plan.volumes {
-                any |= volume_state(v).map_err(|e| e.to_string())? == VolumeState::Swapped;
-            }
-            any
-        }
+        JournalStep::Stopping | JournalStep::Swapping => states.contains(&VolumeState::Swapped),
         JournalStep::Swapped | JournalStep::Started | JournalStep::Recorded => true,
     };
+    let renames_left =
+        states.iter().any(|s| if forward { *s != VolumeState::Swapped } else { *s == VolumeState::Half });
+    if renames_left && (JournalStep::Stopping..=JournalStep::Swapping).contains(&step) {
+        // Something may have started the workload meanwhile (a container
+        // with a restart policy, when the engine came back): stop it again,
+        // journaled, before any directory under it moves.
+        let targets: Vec<PathBuf> = plan.volumes.iter().map(|v| v.target.clone()).collect();
+        let again =
+            workload.plan_stop(&targets, Purpose::Restore).map_err(|e| format!("re-checking the workload: {e}"))?;
+        let again: Vec<StoppedUnit> =
+            again.into_iter().filter(|u| !plan.stopped.iter().any(|s| s.id == u.id)).collect();
+        if !again.is_empty() {
+            plan.stopped.extend(again.iter().cloned());
+            let row = JournalRow {
+                restore_uid: plan.restore.uid.clone(),
+                namespace: plan.restore.namespace.clone(),
+                name: plan.restore.name.clone(),
+                step: step.as_str().into(),
+                plan_json: serde_json::to_string(&plan).map_err(|e| e.to_string())?,
+            };
+            store.journal_put(&row).map_err(|e| e.to_string())?;
+            workload.stop(&again).map_err(|e| format!("stopping the workload again: {e}"))?;
+        }
+    }
     if forward {
         if step < JournalStep::Started {
             for v in &plan.volumes {
@@ -1275,14 +1374,19 @@ fn recover_one(
             }
         }
     } else {
-        for v in &plan.volumes {
-            unswap(v).map_err(|e| format!("rolling back {}: {e}", v.target.display()))?;
+        // Before `Stopping` nothing can have moved (and the identities may
+        // not even be recorded yet): only staging directories are removed.
+        if step >= JournalStep::Stopping {
+            for v in &plan.volumes {
+                unswap(v).map_err(|e| format!("rolling back {}: {e}", v.target.display()))?;
+            }
         }
         remove_staging(&plan).map_err(|e| format!("removing staging directories: {e}"))?;
     }
-    // Whatever was stopped is started again, in both directions. If the
-    // runtime cannot be asked, the row stays for the next start.
-    if step >= JournalStep::Stopping {
+    // What the journal says is stopped is started again, in both
+    // directions; from `Started` on it already runs and is left alone. If
+    // the runtime cannot be asked, the row stays and is retried.
+    if (JournalStep::Stopping..=JournalStep::Swapped).contains(&step) {
         let w = workload.start(&plan.stopped).map_err(|e| format!("starting the workload again: {e}"))?;
         warnings.extend(w);
     }
@@ -1291,7 +1395,6 @@ fn recover_one(
         tracing::info!(restore = %plan.restore.name, step = step.as_str(), "Rolled back an interrupted restore: the live data is as it was");
         return Ok(back(warnings));
     }
-    let mut plan = plan;
     if step < JournalStep::Started {
         let row = JournalRow {
             restore_uid: plan.restore.uid.clone(),
@@ -1425,6 +1528,23 @@ mod tests {
         swap_forward(&v).unwrap();
         unswap(&v).unwrap();
         assert!(!v.target.exists() && v.staging.exists());
+    }
+
+    #[test]
+    fn identities_survive_a_device_number_change_and_strangers_are_foreign() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut v = staged(tmp.path());
+        // After a reboot st_dev may differ (btrfs, NVMe, device-mapper).
+        v.old_id = v.old_id.map(|d| DirId { dev: d.dev + 1, ..d });
+        v.new_id = v.new_id.map(|d| DirId { dev: d.dev + 1, ..d });
+        assert_eq!(volume_state(&v).unwrap(), VolumeState::NotSwapped);
+        swap_forward(&v).unwrap();
+        assert_eq!(volume_state(&v).unwrap(), VolumeState::Swapped);
+        // Someone replaces the target: neither old nor new.
+        std::fs::rename(&v.target, tmp.path().join("elsewhere")).unwrap();
+        std::fs::create_dir(&v.target).unwrap();
+        assert_eq!(volume_state(&v).unwrap(), VolumeState::Foreign);
+        assert!(swap_forward(&v).is_err() && unswap(&v).is_err(), "a stranger's directory is never swapped over");
     }
 
     #[test]

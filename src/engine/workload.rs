@@ -65,7 +65,9 @@ pub trait Workload: Send + Sync {
     /// Stops `units` (as planned), in reverse start order.
     fn stop(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError>;
     /// Freezes `units` without stopping them (capture with `quiesce: Pause`).
-    fn pause(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError>;
+    /// Returns the units it paused: one found already paused (by someone
+    /// else, since the plan) is not volsnap's to unpause later.
+    fn pause(&self, units: &[StoppedUnit]) -> Result<Vec<StoppedUnit>, WorkloadError>;
     /// Brings `units` back, in order: unpauses the paused ones, starts the
     /// stopped ones. Returns what the operator should know (a unit removed
     /// or re-created meanwhile is reported, not started; one already resumed
@@ -88,8 +90,8 @@ impl Workload for NoWorkload {
         Ok(())
     }
 
-    fn pause(&self, _units: &[StoppedUnit]) -> Result<(), WorkloadError> {
-        Ok(())
+    fn pause(&self, _units: &[StoppedUnit]) -> Result<Vec<StoppedUnit>, WorkloadError> {
+        Ok(Vec::new())
     }
 
     /// Units recorded by a runtime this process cannot reach (Docker down
@@ -162,8 +164,9 @@ impl Workload for MarkerWorkload {
         Ok(())
     }
 
-    fn pause(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError> {
-        self.stop(units)
+    fn pause(&self, units: &[StoppedUnit]) -> Result<Vec<StoppedUnit>, WorkloadError> {
+        self.stop(units)?;
+        Ok(units.to_vec())
     }
 
     fn start(&self, units: &[StoppedUnit]) -> Result<Vec<String>, WorkloadError> {

@@ -27,7 +27,7 @@ use crate::engine::archive::{ArchiveManifest, FORMAT_VERSION, ManifestVolume, Sn
 use crate::engine::capture::{self, CaptureError, CaptureJob, CaptureOutcome, CaptureProgress, CaptureVolume};
 use crate::engine::locks::{KeyGuard, KeyedLocks};
 use crate::engine::paths::{PathPolicy, PolicyError};
-use crate::engine::quiesce::{self, Quiesce};
+use crate::engine::quiesce::Quiesce;
 use crate::engine::workload::Workload;
 use crate::store::{ArchiveRecord, Store, StoreError, StoredObject};
 
@@ -113,6 +113,7 @@ pub async fn run(
         running: HashMap::new(),
         done_tx,
         restores: HashMap::new(),
+        stuck: HashMap::new(),
         restore_tx,
         workload,
         docker,
@@ -166,6 +167,9 @@ struct Daemon {
     done_tx: mpsc::UnboundedSender<Done>,
     /// Restores in flight, by restore uid.
     restores: HashMap<String, restores::RunningRestore>,
+    /// Targets of journal rows that could not be finished or rolled back:
+    /// locked until recovery resolves them, by restore uid.
+    stuck: HashMap<String, KeyGuard>,
     restore_tx: mpsc::UnboundedSender<restores::RestoreDone>,
     /// What restores stop and start, and captures quiesce (no runtime: nothing).
     workload: Arc<dyn Workload>,
@@ -186,10 +190,7 @@ impl Daemon {
         // Containers an interrupted capture left paused or stopped come back
         // first; then interrupted restores (recovery may record a
         // pre-restore archive, which the orphan sweep must then know).
-        for w in quiesce::recover(&self.store, &*self.workload)? {
-            tracing::warn!("{w}");
-        }
-        self.recover_restores()?;
+        self.recover_interrupted()?;
         let report = self.store.sweep_orphans()?;
         for p in &report.removed_temp {
             tracing::info!(path = %p.display(), "Removed temporary archive left by an interrupted capture");
@@ -280,6 +281,9 @@ impl Daemon {
                         w.refresh();
                     }
                     if !self.shutting_down {
+                        // Journal rows left by operations that could not
+                        // finish (a runtime down, a refused target).
+                        self.recover_interrupted()?;
                         self.sync()?;
                     }
                 }
@@ -288,9 +292,12 @@ impl Daemon {
         }
     }
 
+    /// `--once`: failed if any snapshot or restore Failed, or is left
+    /// unfinished (a restore its journal keeps for an operator).
     fn once_outcome(&self) -> Result2<RunOutcome> {
         let failed = self.store.objects(None, None)?.into_iter().any(|o| {
-            o.key.kind != Kind::Schedule && o.object.pointer("/status/phase").and_then(Value::as_str) == Some("Failed")
+            o.key.kind != Kind::Schedule
+                && o.object.pointer("/status/phase").and_then(Value::as_str) != Some("Completed")
         });
         Ok(if failed { RunOutcome::SomeFailed } else { RunOutcome::Ok })
     }

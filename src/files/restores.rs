@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::{Daemon, DaemonError, Done, Result2, Running, status_reason};
+use super::{Daemon, Done, Result2, Running, status_reason};
 use crate::api::{ConditionStatus, Kind, Object, ObjectKey, Phase, VolumeRestore, VolumeSnapshot};
 use crate::core::{conditions, reasons, restore as rst, snapshot as snap, types};
 use crate::engine::adopt;
@@ -35,12 +35,27 @@ pub(super) struct RestoreDone {
 }
 
 impl Daemon {
-    /// Start-up: finishes or rolls back every restore the journal says was
-    /// interrupted, before anything is reconciled, and writes the outcome
-    /// into the restore objects that still exist.
-    pub(super) fn recover_restores(&mut self) -> Result<(), DaemonError> {
-        let recovered = engine::recover(&self.store, &*self.workload)?;
+    /// Resumes what interrupted captures left quiesced, and finishes or
+    /// rolls back every restore the journal says was interrupted (except
+    /// those running here), writing the outcome into the restore objects
+    /// that still exist. At start-up before anything is reconciled, then at
+    /// every resync for whatever could not be resolved.
+    pub(super) fn recover_interrupted(&mut self) -> Result2<()> {
+        let running = &self.running;
+        for w in crate::engine::quiesce::recover(&self.store, &*self.workload, &|uid| running.contains_key(uid))? {
+            tracing::warn!("{w}");
+        }
+        let running = &self.restores;
+        let (recovered, stuck) = engine::recover(&self.store, &*self.workload, &|uid| running.contains_key(uid))?;
+        for s in stuck {
+            if !self.stuck.contains_key(&s.restore.uid)
+                && let Ok(guard) = self.locks.try_lock_all(s.targets.clone())
+            {
+                self.stuck.insert(s.restore.uid.clone(), guard);
+            }
+        }
         for r in recovered {
+            self.stuck.remove(&r.restore.uid);
             if let Some(pre) = &r.pre_restore_snapshot
                 && let Some(obj) = self.store.object(pre)?
                 && let Err(e) = self.status.write(&obj.key, &obj.object)
@@ -82,10 +97,16 @@ impl Daemon {
 
     /// Whether a restore could still start (for `--once`).
     pub(super) fn has_startable_restores(&self) -> Result2<bool> {
-        Ok(self.store.objects(Some(Kind::Restore), None)?.iter().any(|o| {
-            !self.restores.contains_key(&o.uid)
-                && matches!(Object::from_stored(Kind::Restore, o.object.clone()), Ok(Object::Restore(r)) if rst::next_step(r.status.as_ref()) == rst::Step::Restore)
-        }))
+        for o in self.store.objects(Some(Kind::Restore), None)? {
+            let startable = !self.restores.contains_key(&o.uid)
+                && matches!(Object::from_stored(Kind::Restore, o.object.clone()), Ok(Object::Restore(r)) if rst::next_step(r.status.as_ref()) == rst::Step::Restore);
+            // One whose journal row recovery could not resolve is not work
+            // this run can do: `--once` ends and reports it as failed.
+            if startable && self.store.journal_get(&o.uid)?.is_none() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Objects volsnap made itself (no manifest file) live as long as the
@@ -113,7 +134,7 @@ impl Daemon {
                 continue;
             }
             // A journal row means the restore is half done: only the
-            // recovery sweep (at the next start) may touch it.
+            // recovery sweep may touch it.
             if self.store.journal_get(&stored.uid)?.is_some() {
                 continue;
             }
@@ -336,6 +357,9 @@ impl Daemon {
                 tracing::info!(object = %done.key, "Interrupted restore at shutdown (nothing live touched)");
             }
             Err(RestoreFailure::Unfinished(why)) => {
+                // The journal keeps the state: the targets stay locked until
+                // the recovery sweep (every resync) resolves it.
+                self.stuck.insert(done.uid.clone(), done._guard);
                 let msg = format!(
                     "The data is being swapped or was swapped, but the restore could not finish ({why}); the journal keeps its state and the recovery sweep finishes it when volsnap next starts"
                 );

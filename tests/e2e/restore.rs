@@ -663,3 +663,24 @@ fn a_failed_second_swap_swaps_the_first_back_and_restarts_the_workload() {
     s.assert_clean();
     assert!(s.env.status(SNAPSHOTS, "r-pre-restore").is_none(), "nothing was replaced, nothing kept");
 }
+
+#[test]
+fn recovery_never_swaps_over_a_target_someone_else_replaced() {
+    let s = crash_setup(10);
+    s.env.write_manifest("r.yaml", &restore_yaml("r", "s", ""));
+    let mut cmd = s.daemon_cmd();
+    cmd.args(s.env.run_args()).arg("--once").env("VOLSNAP_FAULT", "restore:first-swapped");
+    let out = run_bounded(&mut cmd, Duration::from_secs(300));
+    assert!(out.status.code().is_none(), "killed: {}", show(&out));
+    // While volsnap is down, an operator puts other data in place of volume two.
+    let two = &s.vols[1];
+    fs::rename(two, s.env.root.join("two-moved")).unwrap();
+    fs::create_dir(two).unwrap();
+    fs::write(two.join("operator"), b"mine").unwrap();
+    let out = run_bounded(s.daemon_cmd().args(s.env.run_args()).arg("--once"), Duration::from_secs(300));
+    assert_eq!(out.status.code(), Some(1), "an unrecoverable restore makes --once fail: {}", show(&out));
+    assert_eq!(fs::read(two.join("operator")).unwrap(), b"mine", "the operator's data is untouched");
+    let obj = s.env.status(RESTORES, "r").unwrap();
+    s.env.check(phase(&obj) == "InProgress", "left for an operator, not reported done", &obj);
+    assert!(show(&out).contains("holds neither"), "the log says why: {}", show(&out));
+}
