@@ -143,7 +143,10 @@ impl DockerClient {
                 .await
                 .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))?
                 .map_err(|e| e.to_string())?;
-            let info = client.info().await.map_err(|e| e.to_string())?;
+            let info = tokio::time::timeout(CONNECT_TIMEOUT, client.info())
+                .await
+                .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))?
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>((client, version, info))
         });
         let (client, version, info) = connected.map_err(unavailable)?;

@@ -46,6 +46,17 @@ pub fn adopt(
     if !input.metadata().is_ok_and(|m| m.is_file()) {
         return Err(CaptureError::Rejected(format!("{} is not a regular file", source.display())));
     }
+    // The path was checked against the allowed roots before this thread
+    // ran; a directory swapped for a symlink meanwhile would lead elsewhere.
+    // What was opened must be what was checked.
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&input)));
+    if opened.as_deref().is_ok_and(|p| p != source) {
+        return Err(CaptureError::Rejected(format!(
+            "{} changed while it was being adopted (it now leads to {}); nothing was adopted",
+            source.display(),
+            opened.map(|p| p.display().to_string()).unwrap_or_default()
+        )));
+    }
     let result = (|| {
         let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp).map_err(write_err)?;
         copy_cancellable(&mut input, &mut out, cancel).map_err(|e| match e {

@@ -10,11 +10,11 @@
 //!    system has room for the expanded data.
 //! 2. **Extract** while the workload runs: the untrusted-archive extractor
 //!    writes each volume into a sibling staging directory on the target's
-//!    file system (`.<name>.volsnap-restore-<uid>`), checking the whole
+//!    file system (`.<name>.volsnap-restore-<uid>-<index>`), checking the whole
 //!    archive and its sha256 on the way; then one `syncfs` makes it durable.
 //! 3. **Stop** the workload ([`Workload`]), **swap** each staging directory
 //!    with its target (`renameat2(RENAME_EXCHANGE)`, or a two-step rename
-//!    through `.<name>.volsnap-old-<uid>` where the file system has no
+//!    through `.<name>.volsnap-old-<uid>-<index>` where the file system has no
 //!    exchange), fsync the parents, **start** the workload. Downtime is
 //!    stop + swap + start.
 //! 4. **Pre-restore snapshot**: the replaced data (now in the staging or
@@ -398,8 +398,8 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
                 volumes.push(VolumePlan {
                     index,
                     name: v.name.clone(),
-                    staging: sibling(&target, "volsnap-restore", &uid8),
-                    aside: sibling(&target, "volsnap-old", &uid8),
+                    staging: sibling(&target, "volsnap-restore", &format!("{uid8}-{index}")),
+                    aside: sibling(&target, "volsnap-old", &format!("{uid8}-{index}")),
                     target,
                     bytes: v.bytes,
                     entries: v.files + v.directories + v.symlinks,
@@ -476,7 +476,9 @@ fn missing_in_archive(name: &str) -> Refusal {
     )
 }
 
-/// `<parent>/.<basename>.<what>-<uid8>`: a sibling on the same file system.
+/// `<parent>/.<basename>.<what>-<tag>`: a sibling on the same file system.
+/// `tag` holds the restore's uid prefix and, for volumes, the volume index,
+/// so two long names cut to the same prefix never share a staging path.
 fn sibling(target: &Path, what: &str, uid8: &str) -> PathBuf {
     let base = target.file_name().map(|b| b.as_bytes()).unwrap_or(b"volume");
     let base = &base[..base.len().min(180)];

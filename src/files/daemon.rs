@@ -568,6 +568,20 @@ impl Daemon {
                 return Ok(());
             }
         };
+        if s.spec.effective_quiesce() != crate::api::QuiesceMode::None
+            && let Err(msg) = self.workload_ready()
+        {
+            let st = s.status.get_or_insert_with(Default::default);
+            if status_reason(&stored.object, Kind::Snapshot) != Some(reasons::DOCKER_UNAVAILABLE)
+                || st.phase != Some(Phase::Failed)
+            {
+                snap::failed(st, generation, now, reasons::DOCKER_UNAVAILABLE, &msg);
+                tracing::warn!(object = %key, "Failed VolumeSnapshot: {msg}");
+                stored.object = Object::Snapshot(s).to_value();
+                self.save(&stored)?;
+            }
+            return Ok(());
+        }
         let st = s.status.get_or_insert_with(Default::default);
         st.skipped = resolution.skipped.clone();
         if resolution.volumes.is_empty() {

@@ -130,7 +130,11 @@ impl Daemon {
                 continue;
             }
             let Ok(Object::Restore(r)) = Object::from_stored(Kind::Restore, stored.object.clone()) else { continue };
-            if rst::next_step(r.status.as_ref()) != rst::Step::Restore {
+            // A restore that failed only because Docker did not answer is
+            // retried while the daemon runs (not with --once, which ends).
+            let retry =
+                !self.cfg.once && status_reason(&stored.object, Kind::Restore) == Some(reasons::DOCKER_UNAVAILABLE);
+            if rst::next_step(r.status.as_ref()) != rst::Step::Restore && !retry {
                 continue;
             }
             // A journal row means the restore is half done: only the
@@ -240,6 +244,17 @@ impl Daemon {
                 return self.save(&stored);
             }
         };
+        if plan.destination == Destination::InPlace
+            && let Err(msg) = self.workload_ready()
+        {
+            if status_reason(&stored.object, Kind::Restore) != Some(reasons::DOCKER_UNAVAILABLE) {
+                rst::failed(st, generation, now, reasons::DOCKER_UNAVAILABLE, &format!("{msg}; nothing was touched"));
+                tracing::warn!(object = %key, "Failed VolumeRestore: {msg}");
+                stored.object = Object::Restore(r).to_value();
+                self.save(&stored)?;
+            }
+            return Ok(());
+        }
         let lock_keys: Vec<PathBuf> = match &plan.destination {
             Destination::NewDirectory { target, .. } => vec![target.clone()],
             Destination::InPlace => plan.volumes.iter().map(|v| v.target.clone()).collect(),

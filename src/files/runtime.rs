@@ -88,6 +88,34 @@ impl Daemon {
         }
     }
 
+    /// Whether the workload behind host directories can be acted on: Docker
+    /// is connected, or there is none to ask (`--docker off`, or `auto` on a
+    /// host with no `DOCKER_HOST` and no local socket). When Docker is
+    /// configured or present but does not answer, containers may be using
+    /// the directories: a restore or a quiesced capture must wait for it
+    /// rather than proceed without stopping them. `Err` is the message.
+    pub(super) fn workload_ready(&mut self) -> Result<(), String> {
+        #[cfg(feature = "fault-injection")]
+        if workload::MarkerWorkload::from_env().is_some() {
+            return Ok(());
+        }
+        let absent = match &self.cfg.docker {
+            DockerMode::Off => true,
+            DockerMode::Auto => {
+                std::env::var_os("DOCKER_HOST").is_none() && !std::path::Path::new(crate::docker::LOCAL_SOCKET).exists()
+            }
+            DockerMode::Url(_) => false,
+        };
+        if self.docker.is_some() || absent {
+            return Ok(());
+        }
+        self.docker().map(|_| ()).map_err(|why| {
+            format!(
+                "{why}; containers may be using these directories, so volsnap waits for Docker rather than act without stopping them. The daemon retries at every resync"
+            )
+        })
+    }
+
     /// Forgets a client whose engine stopped answering, so the next use
     /// reconnects.
     pub(super) fn docker_failed(&mut self, e: &DockerError) {

@@ -40,7 +40,9 @@ impl DirWatch {
         };
         let tx = self.tx.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            // Opens and reads (the daemon's own scans included) change
+            // nothing: waking on them made every scan trigger the next.
+            if res.is_ok_and(|ev| !matches!(ev.kind, notify::EventKind::Access(_))) {
                 let _ = tx.try_send(());
             }
         });

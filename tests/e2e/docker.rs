@@ -552,3 +552,38 @@ fn a_snapshot_that_failed_because_docker_was_down_is_retried_when_it_answers() {
     env.wait_status(SNAPSHOTS, "s", "Completed after Docker answered", |o| phase(o) == "Completed");
     drop(daemon);
 }
+
+#[test]
+fn a_path_restore_waits_for_docker_rather_than_swap_under_a_running_container() {
+    if !docker_ready("docker_restore_waits") {
+        return;
+    }
+    let env = Env::new();
+    let c = unique(&env, "user");
+    let _cleanup = Cleanup { containers: vec![c.clone()], volumes: vec![] };
+    let data = env.data_dir("app");
+    fs::write(data.join("f"), b"v1\n").unwrap();
+    let id = run_container(&c, &["-v", &format!("{}:/data", data.display())]);
+    // Docker is configured, but nothing answers at that path yet.
+    let sock = env.root.join("docker.sock");
+    let url = format!("unix://{}", sock.display());
+    let daemon = env.start(&["--docker", &url, "--resync-interval", "1"]);
+    env.write_manifest("s.yaml", &snapshot_yaml("s", &[("app", &data)], ""));
+    env.wait_status(SNAPSHOTS, "s", "Completed (paths need no Docker)", |o| phase(o) == "Completed");
+    docker(&["exec", &c, "sh", "-c", "echo v2 > /data/f"]);
+    env.write_manifest("r.yaml", &restore_yaml("r", "s", "  keepPreRestore: false\n"));
+    let waiting =
+        env.wait_status(RESTORES, "r", "Failed/DockerUnavailable", |o| cond(o, "Succeeded").1 == "DockerUnavailable");
+    env.check(cond(&waiting, "Succeeded").2.contains("waits for Docker"), "the message says why", &waiting);
+    assert_eq!(fs::read(data.join("f")).unwrap(), b"v2\n", "nothing swapped under the running container");
+    let since = now_secs() - 1;
+    std::os::unix::fs::symlink("/var/run/docker.sock", &sock).unwrap();
+    env.wait_status(RESTORES, "r", "Completed once Docker answers", |o| phase(o) == "Completed");
+    let ev = events(&id, since);
+    assert!(
+        ev.contains(&"stop".into()) && ev.contains(&"start".into()),
+        "the container was stopped and started: {ev:?}"
+    );
+    assert_eq!(docker(&["exec", &c, "cat", "/data/f"]), "v1", "the container sees the restored data");
+    drop(daemon);
+}
