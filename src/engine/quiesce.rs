@@ -46,15 +46,7 @@ impl<'a> Quiesce<'a> {
             q.done = true;
             return Ok(q);
         }
-        let units_json = serde_json::to_string(&q.units).map_err(|e| e.to_string())?;
-        store
-            .quiesce_put(&QuiesceRow {
-                operation_uid: q.operation_uid.clone(),
-                namespace: namespace.clone(),
-                name: name.clone(),
-                units_json,
-            })
-            .map_err(|e| format!("cannot record the quiesce: {e}"))?;
+        q.record(&namespace, &name)?;
         fault::point("capture:quiescing");
         let acted = match mode {
             QuiesceMode::Pause => workload.pause(&q.units).map(Some),
@@ -65,15 +57,7 @@ impl<'a> Quiesce<'a> {
         {
             // Only what was really paused is volsnap's to resume.
             q.units = paused.clone();
-            let units_json = serde_json::to_string(&q.units).map_err(|e| e.to_string())?;
-            store
-                .quiesce_put(&QuiesceRow {
-                    operation_uid: q.operation_uid.clone(),
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    units_json,
-                })
-                .map_err(|e| format!("cannot record the quiesce: {e}"))?;
+            q.record(&namespace, &name)?;
         }
         if let Err(e) = acted {
             if mode == QuiesceMode::Pause {
@@ -91,6 +75,19 @@ impl<'a> Quiesce<'a> {
         fault::point("capture:quiesced");
         fault::pause("capture:quiesced");
         Ok(q)
+    }
+
+    /// Writes the units to the quiesce journal (before acting on them).
+    fn record(&self, namespace: &str, name: &str) -> Result<(), String> {
+        let units_json = serde_json::to_string(&self.units).map_err(|e| e.to_string())?;
+        self.store
+            .quiesce_put(&QuiesceRow {
+                operation_uid: self.operation_uid.clone(),
+                namespace: namespace.into(),
+                name: name.into(),
+                units_json,
+            })
+            .map_err(|e| format!("cannot record the quiesce: {e}"))
     }
 
     /// The units acted on (for messages).
