@@ -558,12 +558,13 @@ fn random_kill_9_during_restores_of_thousands_of_files_never_mixes_data() {
     eprintln!("random kill test: VOLSNAP_TEST_SEED={seed}");
     let s = crash_setup(2500);
     // One undisturbed run of the same restore (daemon start-up included)
-    // measures the window in which to kill; kills are drawn from a little
-    // beyond it, so they land before, during and after the swap.
+    // measures the window in which to kill; kills are drawn from twice that
+    // (the machine's load varies), so they land before, during and after the
+    // swap, and sometimes after the end.
     s.env.write_manifest("r.yaml", &restore_yaml("r", "s", ""));
     let start = std::time::Instant::now();
     s.recover_once();
-    let full = start.elapsed() * 5 / 4;
+    let full = start.elapsed() * 2;
     assert_eq!(s.state(), vec![true, true]);
     s.env.remove_manifest("r.yaml");
     s.recover_once();
