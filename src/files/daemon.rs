@@ -302,6 +302,12 @@ impl Daemon {
         Ok(if failed { RunOutcome::SomeFailed } else { RunOutcome::Ok })
     }
 
+    /// A snapshot or restore that failed only because Docker did not answer
+    /// is tried again while the daemon runs (not with `--once`, which ends).
+    fn retries_unavailable(&self, stored: &StoredObject) -> bool {
+        !self.cfg.once && status_reason(&stored.object, stored.key.kind) == Some(reasons::DOCKER_UNAVAILABLE)
+    }
+
     /// No capture or restore is in flight.
     fn idle(&self) -> bool {
         self.running.is_empty() && self.restores.is_empty()
@@ -521,11 +527,7 @@ impl Daemon {
                 continue;
             }
             let Ok(Object::Snapshot(s)) = Object::from_stored(Kind::Snapshot, stored.object.clone()) else { continue };
-            // A snapshot that failed only because Docker did not answer is
-            // retried while the daemon runs (not with --once, which ends).
-            let retry =
-                !self.cfg.once && status_reason(&stored.object, Kind::Snapshot) == Some(reasons::DOCKER_UNAVAILABLE);
-            if snap::next_step(s.status.as_ref()) != snap::Step::Capture && !retry {
+            if snap::next_step(s.status.as_ref()) != snap::Step::Capture && !self.retries_unavailable(&stored) {
                 continue;
             }
             self.start_capture(stored, s)?;

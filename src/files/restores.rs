@@ -130,11 +130,7 @@ impl Daemon {
                 continue;
             }
             let Ok(Object::Restore(r)) = Object::from_stored(Kind::Restore, stored.object.clone()) else { continue };
-            // A restore that failed only because Docker did not answer is
-            // retried while the daemon runs (not with --once, which ends).
-            let retry =
-                !self.cfg.once && status_reason(&stored.object, Kind::Restore) == Some(reasons::DOCKER_UNAVAILABLE);
-            if rst::next_step(r.status.as_ref()) != rst::Step::Restore && !retry {
+            if rst::next_step(r.status.as_ref()) != rst::Step::Restore && !self.retries_unavailable(&stored) {
                 continue;
             }
             // A journal row means the restore is half done: only the
