@@ -364,8 +364,8 @@ mod tests {
         fs::write(data.join("odd\nname"), b"x").unwrap();
         fs::write(conf.join("app.conf"), b"key=value\n").unwrap();
         let volumes = vec![
-            CaptureVolume { index: 0, name: "data".into(), path: data.clone(), target: Some("/var/lib/app".into()) },
-            CaptureVolume { index: 1, name: "conf".into(), path: conf.clone(), target: None },
+            CaptureVolume::open_trusted(0, "data", &data.clone(), Some("/var/lib/app")).unwrap(),
+            CaptureVolume::open_trusted(1, "conf", &conf.clone(), None).unwrap(),
         ];
         let manifest = ArchiveManifest {
             format_version: FORMAT_VERSION,

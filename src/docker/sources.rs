@@ -24,6 +24,7 @@ use bollard::models::MountPoint;
 
 use super::{DockerClient, DockerError};
 use crate::api::SkippedVolume;
+use crate::engine::beneath::{OpenDir, TrustedRoot};
 use crate::engine::capture::CaptureVolume;
 use crate::engine::paths::{PathPolicy, Resolution, dns_label_from, unique_label};
 
@@ -141,6 +142,18 @@ fn bind_dir(source: &str, policy: &PathPolicy) -> MountClass {
     }
 }
 
+/// Opens a classified directory beneath its trusted root: Docker's volume
+/// root for named volumes, the allowed roots for binds. What is opened is
+/// verified to be what was classified; otherwise the reason says why.
+fn open_mount_dir(path: &Path, policy: &PathPolicy, volume_root: &Path) -> Result<OpenDir, String> {
+    if policy.root_of(path).is_some() {
+        return policy.open_checked(path);
+    }
+    let root = TrustedRoot::open(volume_root)
+        .map_err(|e| format!("Docker's volume root {} cannot be opened: {e}", volume_root.display()))?;
+    root.open_checked(path).map_err(|e| format!("{} cannot be opened safely: {e}; not captured", path.display()))
+}
+
 /// Turns classified mounts into the volumes to capture (named after their
 /// targets, unique) and the skipped ones.
 pub fn resolution_from(mounts: &[MountFacts], policy: &PathPolicy, volume_root: &Path) -> Resolution {
@@ -159,6 +172,13 @@ pub fn resolution_from(mounts: &[MountFacts], policy: &PathPolicy, volume_root: 
         match classify(m, policy, volume_root) {
             MountClass::Skip(reason) => out.skipped.push(skip(reason)),
             MountClass::Capture(path) => {
+                let dir = match open_mount_dir(&path, policy, volume_root) {
+                    Ok(d) => d,
+                    Err(reason) => {
+                        out.skipped.push(skip(reason));
+                        continue;
+                    }
+                };
                 if let Some(other) = out.volumes.iter().find(|v| v.path.starts_with(&path) || path.starts_with(&v.path))
                 {
                     let reason = format!(
@@ -175,6 +195,7 @@ pub fn resolution_from(mounts: &[MountFacts], policy: &PathPolicy, volume_root: 
                     name,
                     path,
                     target: Some(m.target.clone()),
+                    dir,
                 });
             }
         }
@@ -208,7 +229,15 @@ pub fn resolve_volume(docker: &DockerClient, policy: &PathPolicy, name: &str) ->
     let mut out = Resolution::default();
     let label = dns_label_from(name);
     match classify(&facts, policy, docker.volume_root()) {
-        MountClass::Capture(path) => out.volumes.push(CaptureVolume { index: 0, name: label, path, target: None }),
+        MountClass::Capture(path) => match open_mount_dir(&path, policy, docker.volume_root()) {
+            Ok(dir) => out.volumes.push(CaptureVolume { index: 0, name: label, path, target: None, dir }),
+            Err(reason) => out.skipped.push(SkippedVolume {
+                name: label,
+                path: Some(v.mountpoint).filter(|s| !s.is_empty()),
+                target: None,
+                reason,
+            }),
+        },
         MountClass::Skip(reason) => out.skipped.push(SkippedVolume {
             name: label,
             path: Some(v.mountpoint).filter(|s| !s.is_empty()),

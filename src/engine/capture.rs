@@ -30,12 +30,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 
 use crate::api::{CapturedVolume, Compression};
 use crate::engine::archive::{
     ArchiveManifest, ArchiveWriter, CHECKSUM_SUFFIX, EntryMeta, MANIFEST_ENTRY, ManifestVolume, TEMP_SUFFIX,
 };
+use crate::engine::beneath::OpenDir;
 use crate::engine::fsutil;
 
 /// Warnings kept per volume before they are summarised.
@@ -52,6 +53,26 @@ pub struct CaptureVolume {
     pub path: PathBuf,
     /// Path inside the workload, when there is one.
     pub target: Option<String>,
+    /// The directory itself, opened when it was checked (beneath its trusted
+    /// root, no symlink followed). The capture reads through this descriptor
+    /// and never opens `path` again, so a path changed after the check
+    /// (a parent swapped for a symlink to `/`) cannot redirect it.
+    pub dir: OpenDir,
+}
+
+impl CaptureVolume {
+    /// A volume at a directory volsnap trusts by path (its own staging
+    /// directories, tests). Object-named paths go through
+    /// [`crate::engine::paths::PathPolicy`] instead.
+    pub fn open_trusted(index: u32, name: &str, path: &Path, target: Option<&str>) -> io::Result<CaptureVolume> {
+        Ok(CaptureVolume {
+            index,
+            name: name.into(),
+            path: path.to_path_buf(),
+            target: target.map(str::to_string),
+            dir: OpenDir::open_trusted(path)?,
+        })
+    }
 }
 
 impl From<&CaptureVolume> for ManifestVolume {
@@ -379,7 +400,12 @@ fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
 
 fn open_root(vol: &CaptureVolume) -> Result<(OwnedFd, Meta, Vec<CString>), CaptureError> {
     let fail = |source: io::Error| CaptureError::ReadVolume { name: vol.name.clone(), path: vol.path.clone(), source };
-    let fd = rustix::fs::openat(CWD, &vol.path, DIR_FLAGS, Mode::empty()).map_err(|e| fail(os_err(e)))?;
+    let fd = vol.dir.reopen().map_err(fail)?;
+    // A directory removed after it was checked still reads as empty through
+    // its descriptor: that is not a capture of the volume.
+    if rustix::fs::fstat(&fd).map_err(|e| fail(os_err(e)))?.st_nlink == 0 {
+        return Err(fail(io::Error::new(io::ErrorKind::NotFound, "the directory was removed after it was checked")));
+    }
     let meta = fstat(&fd).map_err(fail)?;
     let names = list_dir(&fd).map_err(fail)?;
     Ok((fd, meta, names))
@@ -842,8 +868,8 @@ mod tests {
         fs::hard_link(v0.join("hl1"), v1.join("hl3")).unwrap();
         fs::set_permissions(&v1, fs::Permissions::from_mode(0o750)).unwrap();
         let vols = vec![
-            CaptureVolume { index: 0, name: "data".into(), path: v0, target: Some("/var/lib/app".into()) },
-            CaptureVolume { index: 1, name: "conf".into(), path: v1, target: None },
+            CaptureVolume::open_trusted(0, "data", &v0, Some("/var/lib/app")).unwrap(),
+            CaptureVolume::open_trusted(1, "conf", &v1, None).unwrap(),
         ];
         let out = tmp.path().join("out/archives/default");
         Fixture { _tmp: tmp, vols, out, long_file }
@@ -1047,7 +1073,7 @@ mod tests {
         fs::create_dir(&src).unwrap();
         // Large and sparse: cheap to create, takes a while to compress.
         File::create(src.join("huge")).unwrap().set_len(4 << 30).unwrap();
-        let vols = vec![CaptureVolume { index: 0, name: "data".into(), path: src, target: None }];
+        let vols = vec![CaptureVolume::open_trusted(0, "data", &src, None).unwrap()];
         let m = manifest(&vols);
         let dest = tmp.path().join("out/snap.tar.zst");
         let progress = CaptureProgress::default();
@@ -1076,8 +1102,11 @@ mod tests {
     #[test]
     fn unreadable_volume_root_fails() {
         let tmp = tempfile::tempdir().unwrap();
-        let vols =
-            vec![CaptureVolume { index: 0, name: "gone".into(), path: tmp.path().join("missing"), target: None }];
+        let gone = tmp.path().join("gone");
+        fs::create_dir(&gone).unwrap();
+        let vols = vec![CaptureVolume::open_trusted(0, "gone", &gone, None).unwrap()];
+        // Removed after it was checked and opened: the descriptor is stale.
+        fs::remove_dir(&gone).unwrap();
         let dest = tmp.path().join("out/snap.tar.gz");
         let err = capture_once(&vols, &dest, Compression::Gzip).unwrap_err();
         assert!(matches!(err, CaptureError::ReadVolume { .. }), "{err}");
@@ -1090,20 +1119,29 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir(tmp.path().join("real")).unwrap();
         symlink(tmp.path().join("real"), tmp.path().join("link")).unwrap();
-        let vols = vec![CaptureVolume { index: 0, name: "data".into(), path: tmp.path().join("link"), target: None }];
-        let m = manifest(&vols);
+        let err = CaptureVolume::open_trusted(0, "data", &tmp.path().join("link"), None).unwrap_err();
+        assert!(matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)), "{err}");
+    }
+
+    #[test]
+    fn capture_reads_the_directory_it_opened_not_the_path() {
+        // The path is re-pointed after the check (the parent swapped for
+        // another tree): the capture still reads what was opened.
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = tmp.path().join("app");
+        fs::create_dir_all(parent.join("data")).unwrap();
+        fs::write(parent.join("data/mine"), b"mine").unwrap();
+        fs::create_dir_all(tmp.path().join("other/data")).unwrap();
+        fs::write(tmp.path().join("other/data/secret"), b"secret").unwrap();
+        let vols = vec![CaptureVolume::open_trusted(0, "data", &parent.join("data"), None).unwrap()];
+        fs::rename(&parent, tmp.path().join("app-moved")).unwrap();
+        symlink(tmp.path().join("other"), &parent).unwrap();
         let dest = tmp.path().join("out/snap.tar.gz");
-        let progress = CaptureProgress::default();
-        let cancel = AtomicBool::new(false);
-        let job = CaptureJob {
-            manifest: &m,
-            volumes: &vols,
-            compression: Compression::Gzip,
-            dest: &dest,
-            progress: &progress,
-            cancel: &cancel,
-        };
-        assert!(matches!(capture(job), Err(CaptureError::ReadVolume { .. })));
+        capture_once(&vols, &dest, Compression::Gzip).unwrap();
+        let listing = Command::new("tar").arg("-tzf").arg(&dest).output().unwrap();
+        let listing = String::from_utf8_lossy(&listing.stdout);
+        assert!(listing.contains("volumes/0/mine"), "{listing}");
+        assert!(!listing.contains("secret"), "{listing}");
     }
 
     #[test]
@@ -1210,7 +1248,7 @@ mod tests {
             return;
         }
         let _guard = Unmount(mnt.clone());
-        let vols = vec![CaptureVolume { index: 0, name: "data".into(), path: src, target: None }];
+        let vols = vec![CaptureVolume::open_trusted(0, "data", &src, None).unwrap()];
         let dest = mnt.join("snap.tar.gz");
         let err = capture_once(&vols, &dest, Compression::Gzip).unwrap_err();
         assert!(matches!(err, CaptureError::Write { .. }), "{err}");

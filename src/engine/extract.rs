@@ -39,9 +39,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, CWD, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 
 use super::archive::reader::{EntrySink, walk_checked};
+use super::beneath::OpenDir;
 use super::archive::{ArchiveError, ArchiveManifest, EntryInfo, EntryKind, VerifyLimits, VerifyReport};
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
@@ -57,8 +58,12 @@ pub struct ExtractVolume {
     /// Name the volume must have in the archive's manifest.
     pub name: String,
     /// An existing, empty directory that receives the volume's content; its
-    /// own mode, owner and mtime are set from the volume root entry.
+    /// own mode, owner and mtime are set from the volume root entry. Its
+    /// path is for messages: everything is written through `dir`.
     pub root: PathBuf,
+    /// The same directory, opened by the caller beneath a trusted
+    /// descriptor. The extractor never resolves `root` itself.
+    pub dir: OpenDir,
 }
 
 /// Extracts `volumes` of the archive at `archive` into their roots, checking
@@ -77,8 +82,7 @@ pub fn extract(
 ) -> Result<VerifyReport, ArchiveError> {
     let mut roots = HashMap::new();
     for v in volumes {
-        let fd = rustix::fs::openat(CWD, &v.root, DIR_FLAGS, Mode::empty())
-            .map_err(|e| write_error(&v.root, io::Error::from(e)))?;
+        let fd = v.dir.reopen().map_err(|e| write_error(&v.root, e))?;
         roots.insert(v.index, Root { name: v.name.clone(), path: v.root.clone(), fd });
     }
     let mut sink = Extractor {
@@ -672,7 +676,7 @@ mod tests {
                 let root = self.top.join(format!("root-{}-{index}", self.n));
                 std::fs::create_dir(&root).unwrap();
                 roots.push(root.clone());
-                ev.push(ExtractVolume { index: *index, name: name.to_string(), root });
+                ev.push(ExtractVolume { index: *index, name: name.to_string(), dir: OpenDir::open_trusted(&root).unwrap(), root });
             }
             let before = listing(&self.top, &roots);
             let result = extract(&archive, &ev, limits, &|| false);
@@ -1217,7 +1221,7 @@ mod tests {
             std::os::unix::fs::symlink(&out, root.join("l")).unwrap();
             std::os::unix::fs::symlink(&keep, root.join("k")).unwrap();
             let before = listing(&sb.top, std::slice::from_ref(&root));
-            let vols = [ExtractVolume { index: 0, name: "data".into(), root: root.clone() }];
+            let vols = [ExtractVolume { index: 0, name: "data".into(), dir: OpenDir::open_trusted(&root).unwrap(), root: root.clone() }];
             let err = extract(&archive, &vols, &VerifyLimits::default(), &|| false).unwrap_err();
             assert!(matches!(err, ArchiveError::Extract { .. }), "{name}: {err:?}");
             assert!(err.to_string().contains(root.join(planted).to_str().unwrap()), "{name}: {err}");
@@ -1256,7 +1260,7 @@ mod tests {
                 }
                 false
             };
-            let vols = [ExtractVolume { index: 0, name: "data".into(), root: root.clone() }];
+            let vols = [ExtractVolume { index: 0, name: "data".into(), dir: OpenDir::open_trusted(&root).unwrap(), root: root.clone() }];
             let err = extract(&archive, &vols, &VerifyLimits::default(), &cancel).unwrap_err();
             assert!(swapped.get(), "the swap did not happen");
             assert!(matches!(err, ArchiveError::Extract { .. }), "{err:?}");
@@ -1275,11 +1279,11 @@ mod tests {
         std::fs::write(&archive, bytes).unwrap();
         let root = sb.top.join("root-link");
         std::os::unix::fs::symlink(&sb.outside, &root).unwrap();
-        let before = listing(&sb.top, &[]);
-        let vols = [ExtractVolume { index: 0, name: "data".into(), root }];
-        let err = extract(&archive, &vols, &VerifyLimits::default(), &|| false).unwrap_err();
-        assert!(matches!(err, ArchiveError::Extract { .. }), "{err:?}");
-        assert_same(&before, &listing(&sb.top, &[]), "symlinked root");
+        // Roots reach the extractor as descriptors; one that is a symlink
+        // cannot even be opened as one.
+        let err = OpenDir::open_trusted(&root).unwrap_err();
+        assert!(matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)), "{err}");
+        let _ = archive;
     }
 
     #[test]
@@ -1290,7 +1294,7 @@ mod tests {
         std::fs::write(&archive, bytes).unwrap();
         let root = sb.top.join("root");
         std::fs::create_dir(&root).unwrap();
-        let vols = [ExtractVolume { index: 0, name: "data".into(), root: root.clone() }];
+        let vols = [ExtractVolume { index: 0, name: "data".into(), dir: OpenDir::open_trusted(&root).unwrap(), root: root.clone() }];
         let err = extract(&archive, &vols, &VerifyLimits::default(), &|| true).unwrap_err();
         assert!(
             matches!(&err, ArchiveError::Extract { source, .. } if source.kind() == io::ErrorKind::Interrupted),

@@ -2,6 +2,7 @@
 
 pub mod adopt;
 pub mod archive;
+pub mod beneath;
 pub mod capture;
 pub mod extract;
 pub mod fault;
@@ -10,5 +11,6 @@ pub mod locks;
 pub mod paths;
 pub mod quiesce;
 pub mod restore;
+pub mod site;
 pub mod swap;
 pub mod workload;

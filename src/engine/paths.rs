@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::api::{PathSource, SkippedVolume};
+use crate::engine::beneath::{OpenDir, TrustedRoot};
 use crate::engine::capture::CaptureVolume;
 
 /// Directories that are never captured, whatever the allowed roots say.
@@ -19,6 +20,11 @@ const ALWAYS_DENIED: [&str; 4] = ["/", "/proc", "/sys", "/dev"];
 pub struct PathPolicy {
     /// Canonical allowed roots.
     allowed_roots: Vec<PathBuf>,
+    /// The same roots, opened once at start-up: every directory volsnap
+    /// opens for an object is resolved beneath one of these descriptors, so
+    /// a root's parent replaced later (or a symlink swapped into a path
+    /// after it was checked) cannot redirect it.
+    trusted: Vec<TrustedRoot>,
     /// Canonical directories of volsnap's own (state, archives): never
     /// captured, and never inside a captured directory (the archive would
     /// capture itself).
@@ -53,6 +59,7 @@ impl PathPolicy {
     /// created by the caller beforehand.
     pub fn new(allowed_roots: &[PathBuf], own_dirs: &[PathBuf]) -> Result<PathPolicy, PolicyError> {
         let mut roots = Vec::new();
+        let mut trusted = Vec::new();
         for root in allowed_roots {
             let bad = |why: String| PolicyError::BadRoot { root: root.clone(), why };
             if !root.is_absolute() {
@@ -70,15 +77,24 @@ impl PathPolicy {
                     canonical.display()
                 )));
             }
+            let opened =
+                TrustedRoot::open(&canonical).map_err(|e| bad(format!("cannot be opened as a directory: {e}")))?;
             roots.push(canonical);
+            trusted.push(opened);
         }
         let own_dirs = own_dirs.iter().map(|d| d.canonicalize().unwrap_or_else(|_| d.clone())).collect();
-        Ok(PathPolicy { allowed_roots: roots, own_dirs })
+        Ok(PathPolicy { allowed_roots: roots, trusted, own_dirs })
     }
 
     /// The canonical allowed roots.
     pub fn allowed_roots(&self) -> &[PathBuf] {
         &self.allowed_roots
+    }
+
+    /// The allowed root `canonical` lies beneath (the deepest, when roots
+    /// nest).
+    pub fn root_of(&self, canonical: &Path) -> Option<&TrustedRoot> {
+        self.trusted.iter().filter(|r| r.contains(canonical)).max_by_key(|r| r.path().as_os_str().len())
     }
 
     /// Checks a canonical directory against the denylist and the allowed
@@ -154,6 +170,13 @@ impl PathPolicy {
                     continue;
                 }
             }
+            let dir = match self.open_checked(&canonical) {
+                Ok(d) => d,
+                Err(reason) => {
+                    out.skipped.push(skip(reason));
+                    continue;
+                }
+            };
             if let Some(other) =
                 out.volumes.iter().find(|v| v.path.starts_with(&canonical) || canonical.starts_with(&v.path))
             {
@@ -165,9 +188,26 @@ impl PathPolicy {
                 )));
                 continue;
             }
-            out.volumes.push(CaptureVolume { index: out.volumes.len() as u32, name, path: canonical, target: None });
+            out.volumes.push(CaptureVolume {
+                index: out.volumes.len() as u32,
+                name,
+                path: canonical,
+                target: None,
+                dir,
+            });
         }
         out
+    }
+
+    /// Opens a directory that [`PathPolicy::check`] accepted, beneath its
+    /// allowed root, verifying that what was opened is what was checked
+    /// ([`TrustedRoot::open_checked`]). The error is a reason for
+    /// `status.skipped`: such a path is never captured.
+    pub fn open_checked(&self, canonical: &Path) -> Result<OpenDir, String> {
+        let root = self
+            .root_of(canonical)
+            .ok_or_else(|| format!("{} is outside the allowed roots", canonical.display()))?;
+        root.open_checked(canonical).map_err(|e| format!("{} cannot be opened safely: {e}; not captured", canonical.display()))
     }
 }
 

@@ -49,6 +49,7 @@ use super::capture::{self, CaptureJob, CaptureProgress, CaptureVolume};
 use super::extract::{self, ExtractVolume};
 use super::fault;
 use super::paths::{PathPolicy, volume_names};
+use super::site::{Roots, Site};
 use super::swap::{self, DirId};
 use super::workload::{Purpose, StoppedUnit, Workload};
 use crate::api::{
@@ -97,6 +98,10 @@ pub enum Destination {
         target: PathBuf,
         /// Its sibling staging directory, renamed onto `target` at the end.
         staging: PathBuf,
+        /// Identity of their parent directory when the pre-flight checked
+        /// it: execution and recovery act only in that directory.
+        #[serde(default)]
+        parent_id: Option<DirId>,
     },
 }
 
@@ -125,6 +130,11 @@ pub struct VolumePlan {
     /// Identity of the extracted staging directory.
     #[serde(default)]
     pub new_id: Option<DirId>,
+    /// Identity of the parent of target, staging and aside when the
+    /// pre-flight checked it: execution and recovery act only in that
+    /// directory (`None` in journals written before it was recorded).
+    #[serde(default)]
+    pub parent_id: Option<DirId>,
 }
 
 /// The snapshot that will keep the replaced data.
@@ -341,6 +351,7 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
         Some(target) => {
             let target = new_directory_target(target, input.policy)?;
             let staging = sibling(&target, "volsnap-restore", &uid8);
+            let parent_id = parent_identity(&target)?;
             for v in &selected {
                 let index = index_of(&v.name).ok_or_else(|| missing_in_archive(&v.name))?;
                 volumes.push(VolumePlan {
@@ -353,9 +364,10 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
                     entries: v.files + v.directories + v.symlinks,
                     old_id: None,
                     new_id: None,
+                    parent_id,
                 });
             }
-            Destination::NewDirectory { target, staging }
+            Destination::NewDirectory { target, staging, parent_id }
         }
         None => {
             let paths = match &snapshot.spec.source {
@@ -400,6 +412,7 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
                     name: v.name.clone(),
                     staging: sibling(&target, "volsnap-restore", &format!("{uid8}-{index}")),
                     aside: sibling(&target, "volsnap-old", &format!("{uid8}-{index}")),
+                    parent_id: parent_identity(&target)?,
                     target,
                     bytes: v.bytes,
                     entries: v.files + v.directories + v.symlinks,
@@ -466,6 +479,18 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
             .is_none()
             .then(|| snapshot.spec.source.clone())
             .filter(|s| s.archive.is_none()),
+    })
+}
+
+/// The identity of `target`'s parent as the pre-flight sees it: the
+/// directory later steps must find there.
+fn parent_identity(target: &Path) -> Result<Option<DirId>, Refusal> {
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    swap::dir_id(parent).map_err(|e| {
+        Refusal::fail(
+            reasons::TARGET_NOT_ALLOWED,
+            format!("cannot examine {}: {e}; nothing was touched", parent.display()),
+        )
     })
 }
 
@@ -671,8 +696,45 @@ pub struct Executor<'a> {
     pub store: &'a Store,
     /// The workload behind the targets.
     pub workload: &'a dyn Workload,
+    /// The trusted directories every target lies beneath.
+    pub roots: &'a Roots,
     /// Set on shutdown: extraction stops, later steps finish.
     pub cancel: &'a AtomicBool,
+}
+
+/// The opened parent directories of a plan's entries (see [`Site`]).
+enum Sites {
+    /// Per volume, the parent of its target, staging and aside entries.
+    InPlace(Vec<Site>),
+    /// The parent of `targetPath` and its staging directory.
+    NewDirectory(Site),
+}
+
+impl Sites {
+    /// Opens every parent beneath the trusted roots, each checked to be the
+    /// directory the pre-flight saw.
+    fn open(roots: &Roots, plan: &RestorePlan) -> std::io::Result<Sites> {
+        let parent = |p: &Path| p.parent().unwrap_or(Path::new("/")).to_path_buf();
+        match &plan.destination {
+            Destination::NewDirectory { target, parent_id, .. } => {
+                Ok(Sites::NewDirectory(Site::open(roots, &parent(target), *parent_id)?))
+            }
+            Destination::InPlace => Ok(Sites::InPlace(
+                plan.volumes
+                    .iter()
+                    .map(|v| Site::open(roots, &parent(&v.target), v.parent_id))
+                    .collect::<Result<_, _>>()?,
+            )),
+        }
+    }
+
+    /// The site of in-place volume `i`.
+    fn volume(&self, i: usize) -> &Site {
+        match self {
+            Sites::InPlace(v) => &v[i],
+            Sites::NewDirectory(s) => s,
+        }
+    }
 }
 
 impl Executor<'_> {
@@ -693,13 +755,15 @@ impl Executor<'_> {
     /// Runs a planned restore to the end, or rolls it back.
     pub fn execute(&self, mut plan: RestorePlan) -> Result<RestoreOutcome, RestoreFailure> {
         let failed = |reason, message: String| RestoreFailure::RolledBack(Refusal::fail(reason, message));
+        let sites = Sites::open(self.roots, &plan)
+            .map_err(|e| failed(reasons::TARGET_NOT_ALLOWED, format!("{e}; nothing was touched")))?;
         self.journal(&plan, JournalStep::Extracting).map_err(|e| {
             failed(reasons::RESTORE_FAILED, format!("cannot write the restore journal: {e}; nothing was touched"))
         })?;
-        let report = match self.extract(&plan) {
+        let report = match self.extract(&plan, &sites) {
             Ok(r) => r,
             Err(f) => {
-                let cleanup = remove_staging(&plan);
+                let cleanup = remove_staging(&plan, &sites);
                 let _ = self.store.journal_delete(&plan.restore.uid);
                 if let Err(e) = cleanup {
                     tracing::error!(restore = %plan.restore.name, error = %e, "Could not remove a staging directory");
@@ -707,19 +771,24 @@ impl Executor<'_> {
                 return Err(f);
             }
         };
-        for v in plan.volumes.iter_mut() {
-            v.new_id = swap::dir_id(&v.staging).ok().flatten();
-            v.old_id = swap::dir_id(&v.target).ok().flatten();
-        }
-        if let Destination::NewDirectory { staging, .. } = &plan.destination {
-            // The directory that is renamed is the staging root.
-            let id = swap::dir_id(staging).ok().flatten();
-            for v in plan.volumes.iter_mut() {
-                v.new_id = id;
+        match (&plan.destination, &sites) {
+            (Destination::NewDirectory { staging, .. }, Sites::NewDirectory(site)) => {
+                // The directory that is renamed is the staging root.
+                let id = site.id(staging).ok().flatten();
+                for v in plan.volumes.iter_mut() {
+                    v.new_id = id;
+                }
+            }
+            _ => {
+                for (i, v) in plan.volumes.iter_mut().enumerate() {
+                    let site = sites.volume(i);
+                    v.new_id = site.id(&v.staging).ok().flatten();
+                    v.old_id = site.id(&v.target).ok().flatten();
+                }
             }
         }
         if let Err(e) = self.journal(&plan, JournalStep::Extracted) {
-            let _ = remove_staging(&plan);
+            let _ = remove_staging(&plan, &sites);
             let _ = self.store.journal_delete(&plan.restore.uid);
             return Err(failed(
                 reasons::RESTORE_FAILED,
@@ -727,18 +796,11 @@ impl Executor<'_> {
             ));
         }
         let volumes = restored_volumes(&plan, &report);
-        match plan.destination.clone() {
-            Destination::NewDirectory { target, staging } => {
+        match (plan.destination.clone(), &sites) {
+            (Destination::NewDirectory { target, staging, .. }, Sites::NewDirectory(site)) => {
                 self.journal(&plan, JournalStep::Swapping).map_err(RestoreFailure::Unfinished)?;
-                if let Err(e) = swap::rename_noreplace(&staging, &target).or_else(|e| {
-                    // An existing empty directory is replaced by rename(2).
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        std::fs::rename(&staging, &target)
-                    } else {
-                        Err(e)
-                    }
-                }) {
-                    let _ = remove_staging(&plan);
+                if let Err(e) = move_into_new_directory(site, &staging, &target) {
+                    let _ = remove_staging(&plan, &sites);
                     let _ = self.store.journal_delete(&plan.restore.uid);
                     return Err(failed(
                         reasons::RESTORE_FAILED,
@@ -748,15 +810,15 @@ impl Executor<'_> {
                         ),
                     ));
                 }
-                let _ = super::fsutil::fsync_dir(target.parent().unwrap_or(Path::new("/")));
+                let _ = site.fsync();
                 let _ = self.store.journal_delete(&plan.restore.uid);
                 Ok(RestoreOutcome { volumes, downtime_seconds: None, pre_restore_snapshot: None, warnings: Vec::new() })
             }
-            Destination::InPlace => self.swap_in_place(plan, volumes),
+            _ => self.swap_in_place(plan, &sites, volumes),
         }
     }
 
-    fn extract(&self, plan: &RestorePlan) -> Result<VerifyReport, RestoreFailure> {
+    fn extract(&self, plan: &RestorePlan, sites: &Sites) -> Result<VerifyReport, RestoreFailure> {
         let failed = |reason, message: String| RestoreFailure::RolledBack(Refusal::fail(reason, message));
         let io_failed = |what: &str, path: &Path, e: std::io::Error| {
             failed(
@@ -765,18 +827,32 @@ impl Executor<'_> {
             )
         };
         // Staging directories: fresh, private (0700) until their root entry
-        // sets the captured mode.
+        // sets the captured mode; created and opened through the parent's
+        // descriptor, and handed to the extractor as descriptors.
         let mut roots = Vec::new();
-        if let Destination::NewDirectory { staging, .. } = &plan.destination {
-            swap::remove_tree(staging).map_err(|e| io_failed("clear the staging directory", staging, e))?;
-            make_private_dir(staging).map_err(|e| io_failed("create the staging directory", staging, e))?;
-        }
-        for v in &plan.volumes {
-            if plan.destination == Destination::InPlace {
-                swap::remove_tree(&v.staging).map_err(|e| io_failed("clear the staging directory", &v.staging, e))?;
+        match (&plan.destination, sites) {
+            (Destination::NewDirectory { staging, .. }, Sites::NewDirectory(site)) => {
+                site.remove_tree(staging).map_err(|e| io_failed("clear the staging directory", staging, e))?;
+                site.mkdir_private(staging).map_err(|e| io_failed("create the staging directory", staging, e))?;
+                let staging_root = site.open_dir(staging).map_err(|e| io_failed("open", staging, e))?;
+                let inner = Site::from_dir(staging_root, staging);
+                for v in &plan.volumes {
+                    inner.mkdir_private(&v.staging).map_err(|e| io_failed("create", &v.staging, e))?;
+                    let dir = inner.open_dir(&v.staging).map_err(|e| io_failed("open", &v.staging, e))?;
+                    roots.push(ExtractVolume { index: v.index, name: v.name.clone(), root: v.staging.clone(), dir });
+                }
             }
-            make_private_dir(&v.staging).map_err(|e| io_failed("create the staging directory", &v.staging, e))?;
-            roots.push(ExtractVolume { index: v.index, name: v.name.clone(), root: v.staging.clone() });
+            _ => {
+                for (i, v) in plan.volumes.iter().enumerate() {
+                    let site = sites.volume(i);
+                    site.remove_tree(&v.staging)
+                        .map_err(|e| io_failed("clear the staging directory", &v.staging, e))?;
+                    site.mkdir_private(&v.staging)
+                        .map_err(|e| io_failed("create the staging directory", &v.staging, e))?;
+                    let dir = site.open_dir(&v.staging).map_err(|e| io_failed("open", &v.staging, e))?;
+                    roots.push(ExtractVolume { index: v.index, name: v.name.clone(), root: v.staging.clone(), dir });
+                }
+            }
         }
         let limits = VerifyLimits {
             max_expanded_bytes: Some(plan.max_bytes),
@@ -800,16 +876,16 @@ impl Executor<'_> {
         })?;
         fault::point("restore:extracted-unsynced");
         let mut synced = std::collections::HashSet::new();
-        let dirs: Vec<&Path> = match &plan.destination {
-            Destination::NewDirectory { staging, .. } => vec![staging.as_path()],
-            Destination::InPlace => plan.volumes.iter().map(|v| v.staging.as_path()).collect(),
+        let dirs: Vec<(&Site, &Path)> = match (&plan.destination, sites) {
+            (Destination::NewDirectory { staging, .. }, Sites::NewDirectory(site)) => vec![(site, staging.as_path())],
+            _ => plan.volumes.iter().enumerate().map(|(i, v)| (sites.volume(i), v.staging.as_path())).collect(),
         };
-        for d in dirs {
-            let dev = swap::dir_id(d).ok().flatten().map(|i| i.dev);
+        for (site, d) in dirs {
+            let dev = site.id(d).ok().flatten().map(|i| i.dev);
             if synced.insert(dev) {
-                swap::sync_tree(d).map_err(|e| io_failed("make durable", d, e))?;
-            } else if let Some(parent) = d.parent() {
-                super::fsutil::fsync_dir(parent).map_err(|e| io_failed("make durable", d, e))?;
+                site.sync_tree(d).map_err(|e| io_failed("make durable", d, e))?;
+            } else {
+                site.fsync().map_err(|e| io_failed("make durable", d, e))?;
             }
         }
         Ok(report)
@@ -818,10 +894,11 @@ impl Executor<'_> {
     fn swap_in_place(
         &self,
         mut plan: RestorePlan,
+        sites: &Sites,
         volumes: Vec<RestoredVolume>,
     ) -> Result<RestoreOutcome, RestoreFailure> {
         let rollback = |plan: &RestorePlan, reason, message: String| {
-            let _ = remove_staging(plan);
+            let _ = remove_staging(plan, sites);
             if let Err(e) = self.store.journal_delete(&plan.restore.uid) {
                 tracing::error!(restore = %plan.restore.name, error = %e, "Could not remove the journal row of a rolled-back restore; the recovery sweep finds nothing to undo");
             }
@@ -865,8 +942,8 @@ impl Executor<'_> {
             ));
         }
         for (i, v) in plan.volumes.iter().enumerate() {
-            if let Err(e) = fault::fail(&format!("restore:swap-{i}")).and_then(|()| swap_forward(v)) {
-                let undone = plan.volumes[..=i].iter().rev().try_for_each(unswap);
+            if let Err(e) = fault::fail(&format!("restore:swap-{i}")).and_then(|()| swap_forward(v, sites.volume(i))) {
+                let undone = (0..=i).rev().try_for_each(|j| unswap(&plan.volumes[j], sites.volume(j)));
                 if let Err(e2) = undone {
                     // Cannot go back: leave it to the recovery sweep, which
                     // goes forward. The workload stays stopped until then.
@@ -903,15 +980,43 @@ impl Executor<'_> {
             }
         };
         self.journal(&plan, JournalStep::Started).map_err(RestoreFailure::Unfinished)?;
-        let (pre, more) = finish_after_swap(self.store, &plan, self.cancel)?;
+        let (pre, more) = finish_after_swap(self.store, &plan, sites, self.cancel)?;
         warnings.extend(more);
         Ok(RestoreOutcome { volumes, downtime_seconds: plan.downtime_seconds, pre_restore_snapshot: pre, warnings })
     }
 }
 
-fn make_private_dir(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().mode(0o700).create(path)
+/// Moves a restored staging root onto `spec.targetPath`. An existing empty
+/// directory there is replaced, and the restored directory takes its mode
+/// and owner (the operator prepared it); a new one gets mode 0755. Until
+/// then the staging root stays private (0700), so nobody reads half a
+/// restore.
+fn move_into_new_directory(site: &Site, staging: &Path, target: &Path) -> std::io::Result<()> {
+    let staged = site.open_dir(staging)?;
+    if site.id(target)?.is_none() {
+        rustix::fs::fchmod(staged.fd(), rustix::fs::Mode::from_raw_mode(0o755))?;
+        return site.rename_noreplace(staging, target);
+    }
+    let existing = site.open_dir(target)?;
+    let st = rustix::fs::fstat(existing.fd())?;
+    if rustix::fs::Dir::read_from(existing.reopen()?)?.filter_map(Result::ok).any(|e| {
+        let n = e.file_name().to_bytes();
+        n != b"." && n != b".."
+    }) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} is no longer empty", target.display()),
+        ));
+    }
+    if rustix::process::geteuid().is_root() {
+        rustix::fs::fchown(
+            staged.fd(),
+            Some(rustix::fs::Uid::from_raw(st.st_uid)),
+            Some(rustix::fs::Gid::from_raw(st.st_gid)),
+        )?;
+    }
+    rustix::fs::fchmod(staged.fd(), rustix::fs::Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    site.rename_replace(staging, target)
 }
 
 fn restored_volumes(plan: &RestorePlan, report: &VerifyReport) -> Vec<RestoredVolume> {
@@ -930,12 +1035,12 @@ fn restored_volumes(plan: &RestorePlan, report: &VerifyReport) -> Vec<RestoredVo
 }
 
 /// Removes every staging directory of the plan (not the old data).
-fn remove_staging(plan: &RestorePlan) -> std::io::Result<()> {
-    if let Destination::NewDirectory { staging, .. } = &plan.destination {
-        return swap::remove_tree(staging);
+fn remove_staging(plan: &RestorePlan, sites: &Sites) -> std::io::Result<()> {
+    if let (Destination::NewDirectory { staging, .. }, Sites::NewDirectory(site)) = (&plan.destination, sites) {
+        return site.remove_tree(staging);
     }
-    for v in &plan.volumes {
-        swap::remove_tree(&v.staging)?;
+    for (i, v) in plan.volumes.iter().enumerate() {
+        sites.volume(i).remove_tree(&v.staging)?;
     }
     Ok(())
 }
@@ -966,14 +1071,14 @@ fn same_dir(a: Option<DirId>, b: Option<DirId>) -> bool {
     }
 }
 
-fn volume_state(v: &VolumePlan) -> std::io::Result<VolumeState> {
-    let target = swap::dir_id(&v.target)?;
+fn volume_state(v: &VolumePlan, site: &Site) -> std::io::Result<VolumeState> {
+    let target = site.id(&v.target)?;
     if same_dir(target, v.new_id) {
         return Ok(VolumeState::Swapped);
     }
     match (target, v.old_id) {
         (None, None) => Ok(VolumeState::NotSwapped),
-        (None, Some(_)) if same_dir(swap::dir_id(&v.aside)?, v.old_id) => Ok(VolumeState::Half),
+        (None, Some(_)) if same_dir(site.id(&v.aside)?, v.old_id) => Ok(VolumeState::Half),
         (Some(_), Some(_)) if same_dir(target, v.old_id) => Ok(VolumeState::NotSwapped),
         _ => Ok(VolumeState::Foreign),
     }
@@ -987,62 +1092,61 @@ fn foreign(v: &VolumePlan) -> std::io::Error {
 }
 
 /// Brings one volume to the Swapped state, from whatever state it is in.
-fn swap_forward(v: &VolumePlan) -> std::io::Result<()> {
-    let parent = v.target.parent().unwrap_or(Path::new("/"));
-    match volume_state(v)? {
+fn swap_forward(v: &VolumePlan, site: &Site) -> std::io::Result<()> {
+    match volume_state(v, site)? {
         VolumeState::Swapped => return Ok(()),
         VolumeState::Foreign => return Err(foreign(v)),
-        VolumeState::Half => swap::rename_noreplace(&v.staging, &v.target)?,
-        VolumeState::NotSwapped if v.old_id.is_none() => swap::rename_noreplace(&v.staging, &v.target)?,
+        VolumeState::Half => site.rename_noreplace(&v.staging, &v.target)?,
+        VolumeState::NotSwapped if v.old_id.is_none() => site.rename_noreplace(&v.staging, &v.target)?,
         VolumeState::NotSwapped => {
             let exchanged = if fault::force_two_step_rename() {
                 Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "forced"))
             } else {
-                swap::exchange(&v.staging, &v.target)
+                site.exchange(&v.staging, &v.target)
             };
             match exchanged {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-                    swap::rename_noreplace(&v.target, &v.aside)?;
+                    site.rename_noreplace(&v.target, &v.aside)?;
                     fault::point("restore:two-step-half");
-                    swap::rename_noreplace(&v.staging, &v.target)?;
+                    site.rename_noreplace(&v.staging, &v.target)?;
                 }
                 Err(e) => return Err(e),
             }
         }
     }
-    super::fsutil::fsync_dir(parent)
+    site.fsync()
 }
 
 /// Brings one volume back to the NotSwapped state, from whatever state it
 /// is in: the old data at the target, the extracted data in staging.
-fn unswap(v: &VolumePlan) -> std::io::Result<()> {
-    match volume_state(v)? {
+fn unswap(v: &VolumePlan, site: &Site) -> std::io::Result<()> {
+    match volume_state(v, site)? {
         VolumeState::NotSwapped => return Ok(()),
         VolumeState::Foreign => return Err(foreign(v)),
-        VolumeState::Half => swap::rename_noreplace(&v.aside, &v.target)?,
+        VolumeState::Half => site.rename_noreplace(&v.aside, &v.target)?,
         VolumeState::Swapped => {
-            let at = |p: &Path| swap::dir_id(p).ok().flatten();
+            let at = |p: &Path| site.id(p).ok().flatten();
             if v.old_id.is_none() {
                 // The target was created by the restore.
-                swap::rename_noreplace(&v.target, &v.staging)?;
+                site.rename_noreplace(&v.target, &v.staging)?;
             } else if same_dir(at(&v.staging), v.old_id) {
-                swap::exchange(&v.staging, &v.target)?;
+                site.exchange(&v.staging, &v.target)?;
             } else if same_dir(at(&v.aside), v.old_id) {
-                swap::rename_noreplace(&v.target, &v.staging)?;
-                swap::rename_noreplace(&v.aside, &v.target)?;
+                site.rename_noreplace(&v.target, &v.staging)?;
+                site.rename_noreplace(&v.aside, &v.target)?;
             } else {
                 return Err(std::io::Error::other("the replaced data is not where the journal says it went"));
             }
         }
     }
-    super::fsutil::fsync_dir(v.target.parent().unwrap_or(Path::new("/")))
+    site.fsync()
 }
 
 /// Where a volume's replaced data lies after its swap, if it had any.
-fn old_data_dir(v: &VolumePlan) -> Option<PathBuf> {
+fn old_data_dir(v: &VolumePlan, site: &Site) -> Option<PathBuf> {
     v.old_id?;
-    [&v.staging, &v.aside].into_iter().find(|p| same_dir(swap::dir_id(p).ok().flatten(), v.old_id)).cloned()
+    [&v.staging, &v.aside].into_iter().find(|p| same_dir(site.id(p).ok().flatten(), v.old_id)).cloned()
 }
 
 /// After the swap (and the restart): archive the replaced data as the
@@ -1051,16 +1155,21 @@ fn old_data_dir(v: &VolumePlan) -> Option<PathBuf> {
 fn finish_after_swap(
     store: &Store,
     plan: &RestorePlan,
+    sites: &Sites,
     cancel: &AtomicBool,
 ) -> Result<(Option<ObjectKey>, Vec<String>), RestoreFailure> {
     let mut warnings = Vec::new();
     let mut recorded = None;
-    let old_dirs: Vec<(usize, PathBuf)> =
-        plan.volumes.iter().enumerate().filter_map(|(i, v)| old_data_dir(v).map(|d| (i, d))).collect();
+    let old_dirs: Vec<(usize, PathBuf)> = plan
+        .volumes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| old_data_dir(v, sites.volume(i)).map(|d| (i, d)))
+        .collect();
     if let Some(pre) = &plan.pre_restore
         && !old_dirs.is_empty()
     {
-        match archive_old_data(store, plan, pre, &old_dirs, cancel) {
+        match archive_old_data(store, plan, pre, sites, &old_dirs, cancel) {
             Ok(key) => recorded = Some(key),
             Err(ArchiveOld::Cancelled) => {
                 return Err(RestoreFailure::Unfinished(
@@ -1089,8 +1198,8 @@ fn finish_after_swap(
         });
         fault::point("restore:Recorded");
     }
-    for (_, d) in &old_dirs {
-        if let Err(e) = swap::remove_tree(d) {
+    for (i, d) in &old_dirs {
+        if let Err(e) = sites.volume(*i).remove_tree(d) {
             warnings.push(format!("could not remove the replaced data at {}: {e}", d.display()));
         }
     }
@@ -1107,6 +1216,7 @@ fn archive_old_data(
     store: &Store,
     plan: &RestorePlan,
     pre: &PreRestorePlan,
+    sites: &Sites,
     old_dirs: &[(usize, PathBuf)],
     cancel: &AtomicBool,
 ) -> Result<ObjectKey, ArchiveOld> {
@@ -1114,13 +1224,19 @@ fn archive_old_data(
     let volumes: Vec<CaptureVolume> = old_dirs
         .iter()
         .enumerate()
-        .map(|(i, (vi, dir))| CaptureVolume {
-            index: i as u32,
-            name: plan.volumes[*vi].name.clone(),
-            path: dir.clone(),
-            target: None,
+        .map(|(i, (vi, dir))| {
+            Ok(CaptureVolume {
+                index: i as u32,
+                name: plan.volumes[*vi].name.clone(),
+                path: dir.clone(),
+                target: None,
+                dir: sites
+                    .volume(*vi)
+                    .open_dir(dir)
+                    .map_err(|e| ArchiveOld::Failed(format!("cannot open {}: {e}", dir.display())))?,
+            })
         })
-        .collect();
+        .collect::<Result<_, ArchiveOld>>()?;
     let manifest = ArchiveManifest {
         format_version: super::archive::FORMAT_VERSION,
         snapshot: SnapshotRef {
@@ -1140,8 +1256,13 @@ fn archive_old_data(
             })
             .collect(),
     };
-    // A complete archive of an earlier, interrupted attempt is replaced.
+    // A complete archive of an earlier, interrupted attempt is replaced, and
+    // the temporary file of one killed while writing is removed (otherwise
+    // the new capture could not create it, and the undo snapshot is lost).
     let _ = std::fs::remove_file(&pre.abs_path);
+    if let Some(temp) = capture::temp_path(&pre.abs_path) {
+        let _ = std::fs::remove_file(temp);
+    }
     let progress = CaptureProgress::default();
     let outcome = capture::capture(CaptureJob {
         manifest: &manifest,
@@ -1265,6 +1386,7 @@ pub struct Stuck {
 pub fn recover(
     store: &Store,
     workload: &dyn Workload,
+    roots: &Roots,
     skip: &dyn Fn(&str) -> bool,
 ) -> Result<(Vec<Recovered>, Vec<Stuck>), crate::store::StoreError> {
     let mut out = Vec::new();
@@ -1284,7 +1406,7 @@ pub fn recover(
             Destination::NewDirectory { target, .. } => vec![target.clone()],
             Destination::InPlace => plan.volumes.iter().map(|v| v.target.clone()).collect(),
         };
-        match recover_one(store, workload, step, plan) {
+        match recover_one(store, workload, roots, step, plan) {
             Ok(r) => out.push(r),
             Err(error) => {
                 tracing::error!(restore = %restore.name, error = %error, "Could not recover an interrupted restore; the journal row is kept, its targets stay locked, and it is retried at every resync");
@@ -1298,10 +1420,15 @@ pub fn recover(
 fn recover_one(
     store: &Store,
     workload: &dyn Workload,
+    roots: &Roots,
     step: JournalStep,
     plan: RestorePlan,
 ) -> Result<Recovered, String> {
     let mut warnings = Vec::new();
+    // The parents are opened beneath the trusted roots and must be the
+    // directories the pre-flight checked; otherwise nothing is done and the
+    // row stays for an operator.
+    let sites = Sites::open(roots, &plan).map_err(|e| e.to_string())?;
     let volumes: Vec<RestoredVolume> = plan
         .volumes
         .iter()
@@ -1315,12 +1442,12 @@ fn recover_one(
         pre_restore_snapshot: None,
         warnings,
     };
-    if let Destination::NewDirectory { target, staging } = &plan.destination {
+    if let (Destination::NewDirectory { target, staging, .. }, Sites::NewDirectory(site)) = (&plan.destination, &sites)
+    {
         let new_id = plan.volumes.first().and_then(|v| v.new_id);
-        let forward =
-            step >= JournalStep::Swapping && same_dir(swap::dir_id(target).map_err(|e| e.to_string())?, new_id);
+        let forward = step >= JournalStep::Swapping && same_dir(site.id(target).map_err(|e| e.to_string())?, new_id);
         if !forward {
-            swap::remove_tree(staging).map_err(|e| format!("removing {}: {e}", staging.display()))?;
+            site.remove_tree(staging).map_err(|e| format!("removing {}: {e}", staging.display()))?;
         }
         store.journal_delete(&plan.restore.uid).map_err(|e| e.to_string())?;
         tracing::info!(restore = %plan.restore.name, forward, "Recovered an interrupted restore into a new directory");
@@ -1331,8 +1458,13 @@ fn recover_one(
         });
     }
     let mut plan = plan;
-    let states: Vec<VolumeState> =
-        plan.volumes.iter().map(volume_state).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let states: Vec<VolumeState> = plan
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| volume_state(v, sites.volume(i)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     if (JournalStep::Stopping..=JournalStep::Swapped).contains(&step)
         && let Some(i) = states.iter().position(|s| *s == VolumeState::Foreign)
     {
@@ -1371,19 +1503,20 @@ fn recover_one(
     }
     if forward {
         if step < JournalStep::Started {
-            for v in &plan.volumes {
-                swap_forward(v).map_err(|e| format!("finishing the swap of {}: {e}", v.target.display()))?;
+            for (i, v) in plan.volumes.iter().enumerate() {
+                swap_forward(v, sites.volume(i))
+                    .map_err(|e| format!("finishing the swap of {}: {e}", v.target.display()))?;
             }
         }
     } else {
         // Before `Stopping` nothing can have moved (and the identities may
         // not even be recorded yet): only staging directories are removed.
         if step >= JournalStep::Stopping {
-            for v in &plan.volumes {
-                unswap(v).map_err(|e| format!("rolling back {}: {e}", v.target.display()))?;
+            for (i, v) in plan.volumes.iter().enumerate() {
+                unswap(v, sites.volume(i)).map_err(|e| format!("rolling back {}: {e}", v.target.display()))?;
             }
         }
-        remove_staging(&plan).map_err(|e| format!("removing staging directories: {e}"))?;
+        remove_staging(&plan, &sites).map_err(|e| format!("removing staging directories: {e}"))?;
     }
     // What the journal says is stopped is started again, in both
     // directions; from `Started` on it already runs and is left alone. If
@@ -1417,7 +1550,7 @@ fn recover_one(
         });
     }
     let never = AtomicBool::new(false);
-    let (pre, more) = finish_after_swap(store, &plan, &never).map_err(|f| format!("{f:?}"))?;
+    let (pre, more) = finish_after_swap(store, &plan, &sites, &never).map_err(|f| format!("{f:?}"))?;
     warnings.extend(more);
     tracing::info!(restore = %plan.restore.name, step = step.as_str(), "Rolled forward an interrupted restore: the live data is the snapshot's");
     Ok(Recovered {
@@ -1432,6 +1565,12 @@ fn recover_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::beneath::OpenDir;
+
+    /// The site of the volumes `vol` makes under `root`.
+    fn site(root: &Path) -> Site {
+        Site::from_dir(OpenDir::open_trusted(root).unwrap(), root)
+    }
 
     fn vol(root: &Path) -> VolumePlan {
         let target = root.join("data");
@@ -1445,6 +1584,7 @@ mod tests {
             entries: 0,
             old_id: None,
             new_id: None,
+            parent_id: None,
         }
     }
 
@@ -1474,13 +1614,13 @@ mod tests {
     fn exchange_then_state_is_swapped_and_old_data_is_in_staging() {
         let tmp = tempfile::tempdir().unwrap();
         let v = staged(tmp.path());
-        assert_eq!(volume_state(&v).unwrap(), VolumeState::NotSwapped);
-        swap_forward(&v).unwrap();
-        assert_eq!(volume_state(&v).unwrap(), VolumeState::Swapped);
+        assert_eq!(volume_state(&v, &site(tmp.path())).unwrap(), VolumeState::NotSwapped);
+        swap_forward(&v, &site(tmp.path())).unwrap();
+        assert_eq!(volume_state(&v, &site(tmp.path())).unwrap(), VolumeState::Swapped);
         assert_eq!(content(&v), "new");
-        assert_eq!(old_data_dir(&v), Some(v.staging.clone()));
+        assert_eq!(old_data_dir(&v, &site(tmp.path())), Some(v.staging.clone()));
         // Idempotent: a second forward (recovery after a crash) changes nothing.
-        swap_forward(&v).unwrap();
+        swap_forward(&v, &site(tmp.path())).unwrap();
         assert_eq!(content(&v), "new");
     }
 
@@ -1491,15 +1631,15 @@ mod tests {
             let v = staged(tmp.path());
             // The crash: the target was moved aside, the staging not yet in.
             std::fs::rename(&v.target, &v.aside).unwrap();
-            assert_eq!(volume_state(&v).unwrap(), VolumeState::Half);
+            assert_eq!(volume_state(&v, &site(tmp.path())).unwrap(), VolumeState::Half);
             if forward {
-                swap_forward(&v).unwrap();
+                swap_forward(&v, &site(tmp.path())).unwrap();
                 assert_eq!(content(&v), "new");
-                assert_eq!(old_data_dir(&v), Some(v.aside.clone()));
+                assert_eq!(old_data_dir(&v, &site(tmp.path())), Some(v.aside.clone()));
             } else {
-                unswap(&v).unwrap();
+                unswap(&v, &site(tmp.path())).unwrap();
                 assert_eq!(content(&v), "old");
-                assert_eq!(volume_state(&v).unwrap(), VolumeState::NotSwapped);
+                assert_eq!(volume_state(&v, &site(tmp.path())).unwrap(), VolumeState::NotSwapped);
             }
         }
     }
@@ -1509,8 +1649,8 @@ mod tests {
         // Exchanged.
         let tmp = tempfile::tempdir().unwrap();
         let v = staged(tmp.path());
-        swap_forward(&v).unwrap();
-        unswap(&v).unwrap();
+        swap_forward(&v, &site(tmp.path())).unwrap();
+        unswap(&v, &site(tmp.path())).unwrap();
         assert_eq!(content(&v), "old");
         assert_eq!(std::fs::read(v.staging.join("f")).unwrap(), b"new", "the extracted data is back in staging");
         // Two-step.
@@ -1518,8 +1658,8 @@ mod tests {
         let v = staged(tmp.path());
         std::fs::rename(&v.target, &v.aside).unwrap();
         std::fs::rename(&v.staging, &v.target).unwrap();
-        assert_eq!(volume_state(&v).unwrap(), VolumeState::Swapped);
-        unswap(&v).unwrap();
+        assert_eq!(volume_state(&v, &site(tmp.path())).unwrap(), VolumeState::Swapped);
+        unswap(&v, &site(tmp.path())).unwrap();
         assert_eq!(content(&v), "old");
         assert!(!v.aside.exists());
         // Created.
@@ -1527,8 +1667,8 @@ mod tests {
         let mut v = vol(tmp.path());
         std::fs::create_dir(&v.staging).unwrap();
         v.new_id = swap::dir_id(&v.staging).unwrap();
-        swap_forward(&v).unwrap();
-        unswap(&v).unwrap();
+        swap_forward(&v, &site(tmp.path())).unwrap();
+        unswap(&v, &site(tmp.path())).unwrap();
         assert!(!v.target.exists() && v.staging.exists());
     }
 
@@ -1539,14 +1679,14 @@ mod tests {
         // After a reboot st_dev may differ (btrfs, NVMe, device-mapper).
         v.old_id = v.old_id.map(|d| DirId { dev: d.dev + 1, ..d });
         v.new_id = v.new_id.map(|d| DirId { dev: d.dev + 1, ..d });
-        assert_eq!(volume_state(&v).unwrap(), VolumeState::NotSwapped);
-        swap_forward(&v).unwrap();
-        assert_eq!(volume_state(&v).unwrap(), VolumeState::Swapped);
+        assert_eq!(volume_state(&v, &site(tmp.path())).unwrap(), VolumeState::NotSwapped);
+        swap_forward(&v, &site(tmp.path())).unwrap();
+        assert_eq!(volume_state(&v, &site(tmp.path())).unwrap(), VolumeState::Swapped);
         // Someone replaces the target: neither old nor new.
         std::fs::rename(&v.target, tmp.path().join("elsewhere")).unwrap();
         std::fs::create_dir(&v.target).unwrap();
-        assert_eq!(volume_state(&v).unwrap(), VolumeState::Foreign);
-        assert!(swap_forward(&v).is_err() && unswap(&v).is_err(), "a stranger's directory is never swapped over");
+        assert_eq!(volume_state(&v, &site(tmp.path())).unwrap(), VolumeState::Foreign);
+        assert!(swap_forward(&v, &site(tmp.path())).is_err() && unswap(&v, &site(tmp.path())).is_err(), "a stranger's directory is never swapped over");
     }
 
     #[test]
@@ -1556,9 +1696,9 @@ mod tests {
         std::fs::create_dir(&v.staging).unwrap();
         std::fs::write(v.staging.join("f"), b"new").unwrap();
         v.new_id = swap::dir_id(&v.staging).unwrap();
-        swap_forward(&v).unwrap();
+        swap_forward(&v, &site(tmp.path())).unwrap();
         assert_eq!(content(&v), "new");
-        assert_eq!(old_data_dir(&v), None, "nothing was replaced");
+        assert_eq!(old_data_dir(&v, &site(tmp.path())), None, "nothing was replaced");
         assert!(!v.staging.exists());
     }
 

@@ -14,6 +14,7 @@ use crate::engine::adopt;
 use crate::engine::archive::{ArchiveManifest, detect_compression};
 use crate::engine::capture::{CaptureError, CaptureProgress};
 use crate::engine::locks::KeyGuard;
+use crate::engine::site::Roots;
 use crate::engine::restore::{
     self as engine, Destination, Executor, ObjRef, PRE_RESTORE_OF_ANNOTATION, PRE_RESTORE_SUFFIX, PreRestorePlan,
     PreflightInput, RestoreFailure, RestoreOutcome,
@@ -35,6 +36,15 @@ pub(super) struct RestoreDone {
 }
 
 impl Daemon {
+    /// The directories restores act beneath: the allowed roots, and
+    /// Docker's volume root when Docker is connected.
+    fn trusted_roots(&self) -> Roots {
+        Roots {
+            policy: self.policy.clone(),
+            runtime_root: self.docker.as_ref().map(|d| d.volume_root().to_path_buf()),
+        }
+    }
+
     /// Resumes what interrupted captures left quiesced, and finishes or
     /// rolls back every restore the journal says was interrupted (except
     /// those running here), writing the outcome into the restore objects
@@ -45,8 +55,10 @@ impl Daemon {
         for w in crate::engine::quiesce::recover(&self.store, &*self.workload, &|uid| running.contains_key(uid))? {
             tracing::warn!("{w}");
         }
+        let roots = self.trusted_roots();
         let running = &self.restores;
-        let (recovered, stuck) = engine::recover(&self.store, &*self.workload, &|uid| running.contains_key(uid))?;
+        let (recovered, stuck) =
+            engine::recover(&self.store, &*self.workload, &roots, &|uid| running.contains_key(uid))?;
         for s in stuck {
             if !self.stuck.contains_key(&s.restore.uid)
                 && let Ok(guard) = self.locks.try_lock_all(s.targets.clone())
@@ -284,6 +296,7 @@ impl Daemon {
         self.restores.insert(stored.uid.clone(), RunningRestore { cancel: cancel.clone() });
         let tx = self.restore_tx.clone();
         let workload = self.workload.clone();
+        let roots = self.trusted_roots();
         let (state, archives) = (self.cfg.state.clone(), self.cfg.archives.clone());
         let uid = stored.uid.clone();
         tokio::task::spawn_blocking(move || {
@@ -297,7 +310,7 @@ impl Daemon {
                         wait: false,
                     })
                 })?;
-                Executor { store: &store, workload: &*workload, cancel: &cancel }.execute(plan)
+                Executor { store: &store, workload: &*workload, roots: &roots, cancel: &cancel }.execute(plan)
             }))
             .unwrap_or_else(|_| {
                 Err(RestoreFailure::Unfinished(
