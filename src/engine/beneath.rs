@@ -202,7 +202,7 @@ fn explain(path: &Path, e: io::Error) -> io::Error {
     let why = match e.raw_os_error() {
         Some(libc::ELOOP) => "a component of the path is a symbolic link (or was just replaced by one)",
         Some(libc::EXDEV) => "the path leads outside its trusted root",
-        Some(libc::ENOTDIR) => "a component of the path is not a directory",
+        Some(libc::ENOTDIR) => "a component of the path is not a directory (or is a symbolic link)",
         _ => return e,
     };
     io::Error::new(e.kind(), format!("{}: {why}; it is not followed", path.display()))
@@ -227,10 +227,7 @@ mod tests {
         for bad in ["link/b", "link", "inner-link/b", "a/../../outside"] {
             let e = root.open_dir(&root_path.join(bad)).unwrap_err();
             let msg = e.to_string();
-            assert!(
-                msg.contains("is not followed") || e.kind() == io::ErrorKind::InvalidInput,
-                "{bad}: {e}"
-            );
+            assert!(msg.contains("is not followed") || e.kind() == io::ErrorKind::InvalidInput, "{bad}: {e}");
         }
         assert!(root.open_dir(&tmp.path().join("outside")).is_err());
     }

@@ -190,6 +190,9 @@ fn parent_dir(dest: &Path) -> &Path {
 /// error on the archive, or cancellation fail it, and then neither the
 /// archive nor its temporary file is left behind.
 pub fn capture(job: CaptureJob<'_>) -> Result<CaptureOutcome, CaptureError> {
+    // Tests hold a capture here, after its volumes were checked and opened,
+    // to change the paths underneath it.
+    crate::engine::fault::pause("capture:start");
     let dest = job.dest;
     let write_err = |source: io::Error| CaptureError::Write { path: dest.to_path_buf(), source };
     let temp = temp_path(dest)

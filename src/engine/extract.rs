@@ -42,8 +42,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 
 use super::archive::reader::{EntrySink, walk_checked};
-use super::beneath::OpenDir;
 use super::archive::{ArchiveError, ArchiveManifest, EntryInfo, EntryKind, VerifyLimits, VerifyReport};
+use super::beneath::OpenDir;
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 const NEW_FILE_FLAGS: OFlags =
@@ -676,7 +676,12 @@ mod tests {
                 let root = self.top.join(format!("root-{}-{index}", self.n));
                 std::fs::create_dir(&root).unwrap();
                 roots.push(root.clone());
-                ev.push(ExtractVolume { index: *index, name: name.to_string(), dir: OpenDir::open_trusted(&root).unwrap(), root });
+                ev.push(ExtractVolume {
+                    index: *index,
+                    name: name.to_string(),
+                    dir: OpenDir::open_trusted(&root).unwrap(),
+                    root,
+                });
             }
             let before = listing(&self.top, &roots);
             let result = extract(&archive, &ev, limits, &|| false);
@@ -1221,7 +1226,12 @@ mod tests {
             std::os::unix::fs::symlink(&out, root.join("l")).unwrap();
             std::os::unix::fs::symlink(&keep, root.join("k")).unwrap();
             let before = listing(&sb.top, std::slice::from_ref(&root));
-            let vols = [ExtractVolume { index: 0, name: "data".into(), dir: OpenDir::open_trusted(&root).unwrap(), root: root.clone() }];
+            let vols = [ExtractVolume {
+                index: 0,
+                name: "data".into(),
+                dir: OpenDir::open_trusted(&root).unwrap(),
+                root: root.clone(),
+            }];
             let err = extract(&archive, &vols, &VerifyLimits::default(), &|| false).unwrap_err();
             assert!(matches!(err, ArchiveError::Extract { .. }), "{name}: {err:?}");
             assert!(err.to_string().contains(root.join(planted).to_str().unwrap()), "{name}: {err}");
@@ -1260,7 +1270,12 @@ mod tests {
                 }
                 false
             };
-            let vols = [ExtractVolume { index: 0, name: "data".into(), dir: OpenDir::open_trusted(&root).unwrap(), root: root.clone() }];
+            let vols = [ExtractVolume {
+                index: 0,
+                name: "data".into(),
+                dir: OpenDir::open_trusted(&root).unwrap(),
+                root: root.clone(),
+            }];
             let err = extract(&archive, &vols, &VerifyLimits::default(), &cancel).unwrap_err();
             assert!(swapped.get(), "the swap did not happen");
             assert!(matches!(err, ArchiveError::Extract { .. }), "{err:?}");
@@ -1294,7 +1309,12 @@ mod tests {
         std::fs::write(&archive, bytes).unwrap();
         let root = sb.top.join("root");
         std::fs::create_dir(&root).unwrap();
-        let vols = [ExtractVolume { index: 0, name: "data".into(), dir: OpenDir::open_trusted(&root).unwrap(), root: root.clone() }];
+        let vols = [ExtractVolume {
+            index: 0,
+            name: "data".into(),
+            dir: OpenDir::open_trusted(&root).unwrap(),
+            root: root.clone(),
+        }];
         let err = extract(&archive, &vols, &VerifyLimits::default(), &|| true).unwrap_err();
         assert!(
             matches!(&err, ArchiveError::Extract { source, .. } if source.kind() == io::ErrorKind::Interrupted),

@@ -204,10 +204,9 @@ impl PathPolicy {
     /// ([`TrustedRoot::open_checked`]). The error is a reason for
     /// `status.skipped`: such a path is never captured.
     pub fn open_checked(&self, canonical: &Path) -> Result<OpenDir, String> {
-        let root = self
-            .root_of(canonical)
-            .ok_or_else(|| format!("{} is outside the allowed roots", canonical.display()))?;
-        root.open_checked(canonical).map_err(|e| format!("{} cannot be opened safely: {e}; not captured", canonical.display()))
+        let root =
+            self.root_of(canonical).ok_or_else(|| format!("{} is outside the allowed roots", canonical.display()))?;
+        root.open_checked(canonical).map_err(|e| format!("{} cannot be opened safely: {e}", canonical.display()))
     }
 }
 

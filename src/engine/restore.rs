@@ -1160,12 +1160,8 @@ fn finish_after_swap(
 ) -> Result<(Option<ObjectKey>, Vec<String>), RestoreFailure> {
     let mut warnings = Vec::new();
     let mut recorded = None;
-    let old_dirs: Vec<(usize, PathBuf)> = plan
-        .volumes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| old_data_dir(v, sites.volume(i)).map(|d| (i, d)))
-        .collect();
+    let old_dirs: Vec<(usize, PathBuf)> =
+        plan.volumes.iter().enumerate().filter_map(|(i, v)| old_data_dir(v, sites.volume(i)).map(|d| (i, d))).collect();
     if let Some(pre) = &plan.pre_restore
         && !old_dirs.is_empty()
     {
@@ -1686,7 +1682,10 @@ mod tests {
         std::fs::rename(&v.target, tmp.path().join("elsewhere")).unwrap();
         std::fs::create_dir(&v.target).unwrap();
         assert_eq!(volume_state(&v, &site(tmp.path())).unwrap(), VolumeState::Foreign);
-        assert!(swap_forward(&v, &site(tmp.path())).is_err() && unswap(&v, &site(tmp.path())).is_err(), "a stranger's directory is never swapped over");
+        assert!(
+            swap_forward(&v, &site(tmp.path())).is_err() && unswap(&v, &site(tmp.path())).is_err(),
+            "a stranger's directory is never swapped over"
+        );
     }
 
     #[test]

@@ -14,11 +14,11 @@ use crate::engine::adopt;
 use crate::engine::archive::{ArchiveManifest, detect_compression};
 use crate::engine::capture::{CaptureError, CaptureProgress};
 use crate::engine::locks::KeyGuard;
-use crate::engine::site::Roots;
 use crate::engine::restore::{
     self as engine, Destination, Executor, ObjRef, PRE_RESTORE_OF_ANNOTATION, PRE_RESTORE_SUFFIX, PreRestorePlan,
     PreflightInput, RestoreFailure, RestoreOutcome,
 };
+use crate::engine::site::Roots;
 use crate::store::{Store, StoredObject};
 
 /// A restore in flight.
@@ -39,10 +39,7 @@ impl Daemon {
     /// The directories restores act beneath: the allowed roots, and
     /// Docker's volume root when Docker is connected.
     fn trusted_roots(&self) -> Roots {
-        Roots {
-            policy: self.policy.clone(),
-            runtime_root: self.docker.as_ref().map(|d| d.volume_root().to_path_buf()),
-        }
+        Roots { policy: self.policy.clone(), runtime_root: self.docker.as_ref().map(|d| d.volume_root().to_path_buf()) }
     }
 
     /// Resumes what interrupted captures left quiesced, and finishes or
