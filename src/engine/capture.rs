@@ -213,6 +213,7 @@ pub fn capture(job: CaptureJob<'_>) -> Result<CaptureOutcome, CaptureError> {
         }
     })?;
     let mut guard = RemoveOnDrop(Some(temp.clone()));
+    crate::engine::fault::point("capture:temp-created");
 
     let (volumes, (file, sha256, size_bytes)) = write_archive(&job, file)?;
     file.sync_all().map_err(write_err)?;

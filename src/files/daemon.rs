@@ -78,6 +78,11 @@ pub enum DaemonError {
     /// Another daemon uses the same state directory.
     #[error("another volsnap daemon is using the state directory {0} (lock file volsnap.lock is held)")]
     Locked(PathBuf),
+    /// Another daemon uses the same archives directory.
+    #[error(
+        "another volsnap daemon is using the archives directory {0} (it holds a lock on the directory); give each daemon its own --archives"
+    )]
+    ArchivesLocked(PathBuf),
     /// The lock file could not be created.
     #[error("cannot create lock file in state directory {path}: {source}")]
     LockFile {
@@ -94,7 +99,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunOutcome, DaemonError> {
     let store = Store::open(&cfg.state, &cfg.archives)?;
-    let _lock = lock_state_dir(&cfg.state)?;
+    let _lock = lock_dir(&cfg.state, "volsnap.lock").map_err(|e| e.for_state(&cfg.state))?;
+    // Two daemons sharing an archives directory would each quarantine the
+    // other's archives as orphans at start-up.
+    let _archives_lock =
+        lock_directory_itself(store.archives_dir()).map_err(|e| e.for_archives(store.archives_dir()))?;
     let policy = PathPolicy::new(&cfg.allowed_roots, &[cfg.state.clone(), cfg.archives.clone()])?;
     if cfg.allowed_roots.is_empty() {
         tracing::warn!("No --allowed-root configured: every source.paths volume will be skipped");
@@ -125,11 +134,49 @@ pub async fn run(
     d.main_loop(done_rx, restore_rx, shutdown).await
 }
 
-fn lock_state_dir(state: &Path) -> Result<File, DaemonError> {
-    let path = state.join("volsnap.lock");
-    let file = File::create(&path).map_err(|source| DaemonError::LockFile { path: path.clone(), source })?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(|_| DaemonError::Locked(state.to_path_buf()))?;
+/// Why a directory lock was not taken.
+enum LockFailure {
+    /// Another process holds it.
+    Held,
+    /// The lock file could not be created.
+    File(PathBuf, std::io::Error),
+}
+
+impl LockFailure {
+    fn for_state(self, state: &Path) -> DaemonError {
+        match self {
+            LockFailure::Held => DaemonError::Locked(state.to_path_buf()),
+            LockFailure::File(path, source) => DaemonError::LockFile { path, source },
+        }
+    }
+
+    fn for_archives(self, archives: &Path) -> DaemonError {
+        match self {
+            LockFailure::Held => DaemonError::ArchivesLocked(archives.to_path_buf()),
+            LockFailure::File(path, source) => DaemonError::LockFile { path, source },
+        }
+    }
+}
+
+/// Takes an exclusive `flock` on the directory itself (a descriptor of the
+/// directory, so no lock file is added to it), held while it is open.
+fn lock_directory_itself(dir: &Path) -> Result<File, LockFailure> {
+    let file = File::open(dir).map_err(|e| LockFailure::File(dir.to_path_buf(), e))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| LockFailure::Held)?;
+    Ok(file)
+}
+
+/// Takes an exclusive `flock` on `<dir>/<name>`, held as long as the file
+/// is open (released by the kernel when the process dies, even by SIGKILL).
+fn lock_dir(dir: &Path, name: &str) -> Result<File, LockFailure> {
+    let path = dir.join(name);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LockFailure::File(path.clone(), e))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| LockFailure::Held)?;
     Ok(file)
 }
 
@@ -187,9 +234,15 @@ impl Daemon {
     /// Before any reconcile: remove temporary archives, quarantine unknown
     /// ones, and mark snapshots whose archive vanished.
     fn startup_sweep(&mut self) -> Result<(), DaemonError> {
-        // Containers an interrupted capture left paused or stopped come back
-        // first; then interrupted restores (recovery may record a
-        // pre-restore archive, which the orphan sweep must then know).
+        // Temporary archives of interrupted captures go first: recovery may
+        // have to write a pre-restore archive where a killed attempt left
+        // its temporary file. Then containers an interrupted capture left
+        // paused or stopped come back, and interrupted restores are finished
+        // (recovery may record a pre-restore archive, which the orphan
+        // sweep must then know).
+        for p in self.store.remove_temporaries()? {
+            tracing::info!(path = %p.display(), "Removed temporary archive left by an interrupted capture");
+        }
         self.recover_interrupted()?;
         let report = self.store.sweep_orphans()?;
         for p in &report.removed_temp {

@@ -19,6 +19,34 @@ struct Found {
 }
 
 impl Store {
+    /// Removes the temporary archives (`*.partial`) that interrupted
+    /// captures left. Runs at start-up before the restore recovery sweep,
+    /// which may have to write a pre-restore archive where an interrupted
+    /// attempt left its temporary file. Returns what was removed.
+    pub fn remove_temporaries(&self) -> Result<Vec<PathBuf>, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly { op: "sweep the archives directory" });
+        }
+        let root = self.archives_dir.clone();
+        let mut files = Vec::new();
+        walk(&root, &root, "", &mut files)?;
+        let mut removed = Vec::new();
+        let mut touched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        for f in files.iter().filter(|f| f.rel.ends_with(TEMP_SUFFIX)) {
+            remove_if_present(&f.abs, "remove temporary archive")?;
+            touch_parent(&mut touched_dirs, &f.abs);
+            removed.push(f.abs.clone());
+        }
+        for dir in &touched_dirs {
+            crate::engine::fsutil::fsync_dir(dir).map_err(|e| StoreError::Io {
+                op: "fsync directory",
+                path: dir.clone(),
+                source: e,
+            })?;
+        }
+        Ok(removed)
+    }
+
     /// Reconciles the archives directory with the `archives` table; run at
     /// daemon start-up before any reconcile. Removes temporary archives,
     /// quarantines unknown archive files (with their checksum files) under
