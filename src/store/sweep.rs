@@ -37,13 +37,7 @@ impl Store {
             touch_parent(&mut touched_dirs, &f.abs);
             removed.push(f.abs.clone());
         }
-        for dir in &touched_dirs {
-            crate::engine::fsutil::fsync_dir(dir).map_err(|e| StoreError::Io {
-                op: "fsync directory",
-                path: dir.clone(),
-                source: e,
-            })?;
-        }
+        fsync_dirs(&touched_dirs)?;
         Ok(removed)
     }
 
@@ -58,23 +52,15 @@ impl Store {
         if self.read_only {
             return Err(StoreError::ReadOnly { op: "sweep the archives directory" });
         }
+        // 1. Temporary archives.
+        let mut report = SweepReport { removed_temp: self.remove_temporaries()?, ..Default::default() };
         let root = self.archives_dir.clone();
         let records = self.archives()?;
         let known: HashSet<&str> = records.iter().map(|r| r.rel_path.as_str()).collect();
 
         let mut files = Vec::new();
         walk(&root, &root, "", &mut files)?;
-
-        let mut report = SweepReport::default();
         let mut touched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
-
-        // 1. Temporary archives.
-        for f in files.iter().filter(|f| f.rel.ends_with(TEMP_SUFFIX)) {
-            remove_if_present(&f.abs, "remove temporary archive")?;
-            tracing::info!(path = %f.abs.display(), "removed temporary archive left by an interrupted capture");
-            touch_parent(&mut touched_dirs, &f.abs);
-            report.removed_temp.push(f.abs.clone());
-        }
 
         // 2. Archive files no record knows: quarantine.
         for f in files.iter().filter(|f| is_archive_name(&f.rel) && !known.contains(f.rel.as_str())) {
@@ -103,13 +89,7 @@ impl Store {
             }
         }
 
-        for dir in &touched_dirs {
-            crate::engine::fsutil::fsync_dir(dir).map_err(|e| StoreError::Io {
-                op: "fsync directory",
-                path: dir.clone(),
-                source: e,
-            })?;
-        }
+        fsync_dirs(&touched_dirs)?;
 
         // 4. Records whose file is missing (or whose path is refused).
         for rec in records {
@@ -140,6 +120,18 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// fsyncs every directory whose entries changed, making the changes durable.
+fn fsync_dirs(dirs: &BTreeSet<PathBuf>) -> Result<(), StoreError> {
+    for dir in dirs {
+        crate::engine::fsutil::fsync_dir(dir).map_err(|e| StoreError::Io {
+            op: "fsync directory",
+            path: dir.clone(),
+            source: e,
+        })?;
+    }
+    Ok(())
 }
 
 fn is_archive_name(rel: &str) -> bool {

@@ -6,19 +6,15 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::restore::{leftovers, restore_yaml};
+use crate::restore::{leftovers, restore_yaml, snapshot_once};
 use crate::util::*;
 
 #[test]
 fn kill_while_the_pre_restore_archive_is_written_still_keeps_the_undo_snapshot() {
     let env = Env::new();
     let live = env.data_dir("app/data");
-    for i in 0..50 {
-        fs::write(live.join(format!("f{i}")), format!("file {i}\n")).unwrap();
-    }
-    env.write_manifest("snap.yaml", &snapshot_yaml("snap", &[("data", &live)], ""));
-    env.run_once(&["--docker", "off"]);
-    env.check(env.status(SNAPSHOTS, "snap").is_some_and(|o| phase(&o) == "Completed"), "snapshot", &Default::default());
+    write_numbered_files(&live, 50);
+    snapshot_once(&env, "snap", &[("data", &live)], "");
     fs::write(live.join("written-later"), b"the data the restore replaces\n").unwrap();
     env.write_manifest("r.yaml", &restore_yaml("r", "snap", ""));
     // Killed right after the pre-restore archive's temporary file exists.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::restore::restore_yaml;
+use crate::restore::{restore_yaml, snapshot_once};
 use crate::util::*;
 
 /// Exchanges two directory entries as fast as it can, until stopped (or for
@@ -122,9 +122,7 @@ fn run_held(env: &Env, point: &str, a: &Path, b: &Path, outside: &Path) -> (u64,
 fn capture_never_reads_outside_the_roots_when_a_parent_is_swapped_for_a_symlink() {
     let env = Env::new();
     let data = env.data_dir("app/data");
-    for i in 0..300 {
-        fs::write(data.join(format!("f{i}")), format!("file {i}\n")).unwrap();
-    }
+    write_numbered_files(&data, 300);
     // What a swapped-in symlink would expose: a tree outside the roots with
     // the same layout.
     let outside = env.root.join("outside");
@@ -183,13 +181,8 @@ fn capture_never_reads_outside_the_roots_when_a_parent_is_swapped_for_a_symlink(
 fn target_path_restore_never_writes_outside_the_roots_when_a_parent_is_swapped_for_a_symlink() {
     let env = Env::new();
     let src = env.data_dir("src");
-    for i in 0..200 {
-        fs::write(src.join(format!("f{i}")), format!("file {i}\n")).unwrap();
-    }
-    env.write_manifest("snap.yaml", &snapshot_yaml("snap", &[("data", &src)], ""));
-    let first = env.run_once(&["--docker", "off"]);
-    env.check(env.status(SNAPSHOTS, "snap").is_some_and(|o| phase(&o) == "Completed"), "snapshot", &Default::default());
-    drop(first);
+    write_numbered_files(&src, 200);
+    snapshot_once(&env, "snap", &[("data", &src)], "");
     let real = env.data_dir("out");
     let outside = env.root.join("outside");
     fs::create_dir(&outside).unwrap();
@@ -249,12 +242,8 @@ fn target_path_restore_never_writes_outside_the_roots_when_a_parent_is_swapped_f
 fn in_place_restore_never_stages_outside_the_roots_when_a_parent_is_swapped_for_a_symlink() {
     let env = Env::new();
     let live = env.data_dir("app/data");
-    for i in 0..200 {
-        fs::write(live.join(format!("f{i}")), format!("file {i}\n")).unwrap();
-    }
-    env.write_manifest("snap.yaml", &snapshot_yaml("snap", &[("data", &live)], ""));
-    env.run_once(&["--docker", "off"]);
-    env.check(env.status(SNAPSHOTS, "snap").is_some_and(|o| phase(&o) == "Completed"), "snapshot", &Default::default());
+    write_numbered_files(&live, 200);
+    snapshot_once(&env, "snap", &[("data", &live)], "");
     fs::write(live.join("written-later"), b"after the snapshot\n").unwrap();
     let outside = env.root.join("outside");
     fs::create_dir_all(outside.join("data")).unwrap();

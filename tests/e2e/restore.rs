@@ -39,7 +39,7 @@ fn reason(obj: &Value) -> String {
 }
 
 /// Takes snapshot `name` of `vols` with `--once` and returns its status.
-fn snapshot_once(env: &Env, name: &str, vols: &[(&str, &Path)], extra: &str) -> Value {
+pub fn snapshot_once(env: &Env, name: &str, vols: &[(&str, &Path)], extra: &str) -> Value {
     env.write_manifest(&format!("{name}.yaml"), &snapshot_yaml(name, vols, extra));
     let out = env.run_once(&[]);
     let obj = env.status(SNAPSHOTS, name).unwrap_or_else(|| panic!("no status for {name}: {}", show(&out)));

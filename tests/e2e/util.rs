@@ -168,6 +168,13 @@ pub fn write_random_file(path: &Path, len: usize, seed: u64) {
     }
 }
 
+/// Writes `n` small files `f0`..`f<n-1>` into `dir`.
+pub fn write_numbered_files(dir: &Path, n: usize) {
+    for i in 0..n {
+        fs::write(dir.join(format!("f{i}")), format!("file {i}\n")).unwrap();
+    }
+}
+
 /// A YAML double-quoted scalar (JSON strings are valid YAML).
 pub fn q(s: impl AsRef<str>) -> String {
     serde_json::to_string(s.as_ref()).unwrap()
