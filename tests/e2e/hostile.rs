@@ -927,3 +927,87 @@ fn verify_of_a_fifo_fails_instead_of_hanging() {
     assert!(!out.status.success(), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("DAMAGED"), "{}", show(&out));
 }
+
+// ---------------------------------------------------------------------------
+// 5. Names no file system can hold, and archives volsnap cannot decode.
+
+/// A component of 256 bytes (NAME_MAX is 255) or a symlink target of 4096
+/// bytes (PATH_MAX) cannot be created on any Linux file system: verify (and
+/// so adoption and restore, which share its walker) must refuse the archive
+/// with a message naming the limit, rather than accept it and have an
+/// extraction fail half-way. 255 bytes is fine.
+#[test]
+fn verify_refuses_names_no_file_system_can_hold() {
+    let env = Env::new();
+    let long_name = |n: usize| format!("volumes/0/{}", "n".repeat(n));
+    let cases: Vec<(&str, Vec<E>, &str)> = vec![
+        (
+            "256-byte component",
+            vec![pax(b'x', &[("path", long_name(256).as_bytes())]), file("volumes/0/short", b"x")],
+            "name has a component of 256 bytes; no Linux file system holds names longer than 255 bytes (NAME_MAX)",
+        ),
+        (
+            "256-byte directory component",
+            vec![pax(b'x', &[("path", format!("{}/inner", long_name(300)).as_bytes())]), file("volumes/0/short", b"x")],
+            "component of 300 bytes",
+        ),
+        (
+            "4096-byte symlink target",
+            vec![pax(b'x', &[("linkpath", "t".repeat(4096).as_bytes())]), symlink_e("volumes/0/l", "t")],
+            "symlink target of 4096 bytes; Linux holds at most 4095 (PATH_MAX)",
+        ),
+    ];
+    for (i, (name, extra, want)) in cases.into_iter().enumerate() {
+        let p = env.root.join(format!("case-{i}.tar.gz"));
+        fs::write(&p, gz(&tar_of(&archive_with(&["data"], extra)))).unwrap();
+        assert_verify_rejects(&p, want, name);
+    }
+    // The limits themselves are accepted.
+    let ok = env.root.join("ok.tar.gz");
+    let extra = vec![
+        pax(b'x', &[("path", long_name(255).as_bytes())]),
+        file("volumes/0/short", b"x"),
+        pax(b'x', &[("linkpath", "t".repeat(4095).as_bytes())]),
+        symlink_e("volumes/0/l", "t"),
+    ];
+    fs::write(&ok, gz(&tar_of(&archive_with(&["data"], extra)))).unwrap();
+    let out = verify_cli(&ok);
+    assert!(out.status.success(), "255-byte names and 4095-byte targets are valid: {}", show(&out));
+}
+
+/// `zstd --long=31` archives need a 2 GiB decoder window. volsnap keeps its
+/// window cap (memory stays bounded) but must say that, not "corrupt".
+#[test]
+fn zstd_long_window_archive_is_explained_not_called_corrupt() {
+    if !have("zstd") {
+        return skip("zstd_long_window_archive_is_explained_not_called_corrupt", "no zstd command");
+    }
+    let env = Env::new();
+    let tar = env.root.join("a.tar");
+    fs::write(&tar, tar_of(&archive_with(&["data"], vec![file("volumes/0/big", &random_bytes(100_000, 3))]))).unwrap();
+    let archive = env.root.join("a.tar.zst");
+    // From stdin: the size is unknown, so zstd keeps the whole 2 GiB window.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -q --long=31 -c < {} > {}", tar.display(), archive.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = verify_cli(&archive);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(!text.contains("corrupt"), "a sound archive must not be called corrupt: {}", show(&out));
+    assert!(text.contains("needs a 2048 MiB window"), "{}", show(&out));
+    assert!(text.contains("at most a 32 MiB window"), "{}", show(&out));
+    assert!(text.contains("--long"), "the message says how it was made and what to do: {}", show(&out));
+    // The same data with a normal window verifies.
+    let plain = env.root.join("b.tar.zst");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -q -19 -c < {} > {}", tar.display(), plain.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = verify_cli(&plain);
+    assert!(out.status.success(), "{}", show(&out));
+}

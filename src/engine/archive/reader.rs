@@ -35,6 +35,18 @@ pub const MAX_EXTENSION_BYTES: u64 = 1 << 20;
 const MAX_TRAILING_ZEROS: u64 = 1 << 20;
 const BLOCK: u64 = 512;
 const READ_BUFFER: usize = 256 * 1024;
+/// Longest file name component Linux file systems hold (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target `symlink(2)` accepts (`PATH_MAX` less its NUL).
+pub const MAX_SYMLINK_TARGET: usize = 4095;
+/// Largest zstd window the decoder accepts, as a power of two (32 MiB).
+///
+/// The decoder allocates the whole window a frame asks for, so this cap is
+/// what keeps a restore's peak RSS well under 64 MiB. Every zstd level up
+/// to `--ultra -20` (and so every level volsnap writes, 1 to 19) fits;
+/// `zstd --long` (128 MiB at its default, up to 2 GiB with `--long=31`) and
+/// `--ultra -21`/`-22` do not, and are refused with a message saying so.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 25;
 
 /// Why an archive is rejected. Messages name the offending entry.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +115,16 @@ pub enum ArchiveError {
         target: String,
         /// What is wrong with it.
         why: String,
+    },
+    /// A zstd frame that needs a larger window than the decoder's cap.
+    #[error(
+        "the zstd stream needs a {needed_mib} MiB window (it was compressed with `zstd --long` or `--ultra -21`/`-22`); volsnap decodes with at most a {cap_mib} MiB window to keep its memory bounded, so it cannot read this archive. The archive is not damaged: recompress it without --long, e.g. `zstd -dc --long=31 FILE | zstd -19 -o NEW`"
+    )]
+    WindowTooLarge {
+        /// Window the frame asks for, MiB (rounded up).
+        needed_mib: u64,
+        /// The cap, MiB.
+        cap_mib: u64,
     },
     /// The expanded content exceeds the cap.
     #[error(
@@ -317,7 +339,12 @@ pub(crate) fn walk_checked(
 ///
 /// # Security
 ///
-/// Rejects empty and absolute names, NUL bytes, and `.` and `..` components.
+/// Rejects empty and absolute names, NUL bytes, `.` and `..` components,
+/// and components longer than [`NAME_MAX`] bytes, which no Linux file system
+/// can hold (an extractor would fail on them half-way). The whole name may be
+/// longer than `PATH_MAX`: file systems hold such trees, the capture walks and
+/// the extractor writes them one component at a time, and the extended
+/// header cap bounds the length.
 pub fn normalize_entry_name(raw: &[u8]) -> Result<Vec<u8>, String> {
     if raw.is_empty() {
         return Err("empty name".into());
@@ -335,6 +362,12 @@ pub fn normalize_entry_name(raw: &[u8]) -> Result<Vec<u8>, String> {
         }
         if comp == b"." {
             return Err("name contains a '.' component".into());
+        }
+        if comp.len() > NAME_MAX {
+            return Err(format!(
+                "name has a component of {} bytes; no Linux file system holds names longer than {NAME_MAX} bytes (NAME_MAX)",
+                comp.len()
+            ));
         }
         if !out.is_empty() {
             out.push(b'/');
@@ -536,6 +569,29 @@ impl<R: Read> Read for TarGuard<R> {
     }
 }
 
+/// The window a zstd frame needs, from its header (RFC 8878, 3.1.1.1), or
+/// `None` when `head` is too short to tell (the decoder then reports it).
+fn zstd_window_size(head: &[u8]) -> Option<u64> {
+    let descriptor = *head.get(4)?;
+    let single_segment = descriptor & 0x20 != 0;
+    if !single_segment {
+        let w = *head.get(5)?;
+        let log = 10 + u32::from(w >> 3);
+        let base = 1u64 << log;
+        return Some(base + (base / 8) * u64::from(w & 7));
+    }
+    // Single segment: the window is the content size, after the dictionary id.
+    let dict_len = [0usize, 1, 2, 4][usize::from(descriptor & 3)];
+    let fcs_len = [1usize, 2, 4, 8][usize::from(descriptor >> 6)];
+    let start = 5 + dict_len;
+    let bytes = head.get(start..start + fcs_len)?;
+    let mut v = 0u64;
+    for (i, b) in bytes.iter().enumerate() {
+        v |= u64::from(*b) << (8 * i);
+    }
+    Some(if fcs_len == 2 { v + 256 } else { v })
+}
+
 /// The `size` the `tar` crate takes from a pax header (first valid record).
 fn pax_size(data: &[u8]) -> Option<u64> {
     for ext in tar::PaxExtensions::new(data) {
@@ -601,7 +657,18 @@ fn walk(path: &Path, limits: &VerifyLimits, sink: &mut dyn EntrySink) -> Result<
     let decoder = match compression {
         Compression::Gzip => Decoder::Gzip(flate2::bufread::GzDecoder::new(raw)),
         Compression::Zstd => {
-            Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| ctx.io(e))?.single_frame())
+            let head = raw.fill_buf().map_err(|e| ctx.io(e))?;
+            if let Some(window) = zstd_window_size(head)
+                && window > 1u64 << ZSTD_WINDOW_LOG_MAX
+            {
+                return Err(ArchiveError::WindowTooLarge {
+                    needed_mib: window.div_ceil(1 << 20),
+                    cap_mib: 1 << (ZSTD_WINDOW_LOG_MAX - 20),
+                });
+            }
+            let mut d = zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| ctx.io(e))?.single_frame();
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| ctx.io(e))?;
+            Decoder::Zstd(d)
         }
     };
     let mut archive = tar::Archive::new(TarGuard::new(decoder, ctx.early_eof.clone()));
@@ -851,6 +918,15 @@ impl Walker<'_> {
                 let target = link_raw.unwrap_or_default();
                 if target.is_empty() {
                     return Err(ArchiveError::UnsafePath { entry: shown, why: "symlink with an empty target".into() });
+                }
+                if target.len() > MAX_SYMLINK_TARGET {
+                    return Err(ArchiveError::UnsafePath {
+                        entry: shown,
+                        why: format!(
+                            "symlink target of {} bytes; Linux holds at most {MAX_SYMLINK_TARGET} (PATH_MAX)",
+                            target.len()
+                        ),
+                    });
                 }
                 link_target = Some(lossy(&target));
                 link_bytes = Some(target);
@@ -1586,6 +1662,47 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(matches!(&err, ArchiveError::Corrupt(m) if m.contains("limit")), "{err}");
+    }
+
+    #[test]
+    fn names_longer_than_name_max_are_refused() {
+        let n = |len: usize| format!("volumes/0/{}", "a".repeat(len));
+        check(with(vec![pax(&[("path", &n(255))]), e("x", b'0', b"x")])).unwrap();
+        let err = check(with(vec![pax(&[("path", &n(256))]), e("x", b'0', b"x")])).unwrap_err();
+        assert!(matches!(&err, ArchiveError::UnsafePath { why, .. } if why.contains("NAME_MAX")), "{err}");
+        // Hard link targets go through the same check.
+        let long_target = format!("volumes/0/{}", "b".repeat(256));
+        let err = check(with(vec![pax(&[("linkpath", &long_target)]), link("volumes/0/h", b'1', "x")])).unwrap_err();
+        assert!(matches!(&err, ArchiveError::BadHardlink { why, .. } if why.contains("NAME_MAX")), "{err}");
+        let target = "t".repeat(MAX_SYMLINK_TARGET + 1);
+        let err = check(with(vec![pax(&[("linkpath", &target)]), link("volumes/0/s", b'2', "t")])).unwrap_err();
+        assert!(matches!(&err, ArchiveError::UnsafePath { why, .. } if why.contains("PATH_MAX")), "{err}");
+    }
+
+    #[test]
+    fn zstd_window_is_read_from_the_frame_header() {
+        // Window descriptor: exponent 21 - 10 = 11, mantissa 0 -> 2 MiB.
+        assert_eq!(zstd_window_size(&[0x28, 0xb5, 0x2f, 0xfd, 0x04, 11 << 3]), Some(2 << 20));
+        // Mantissa 4: 1.5 times the base.
+        assert_eq!(zstd_window_size(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, (21 << 3) | 4]), Some(3 << 30));
+        // Single segment, 2-byte content size: value + 256.
+        assert_eq!(zstd_window_size(&[0x28, 0xb5, 0x2f, 0xfd, 0x60, 0x10, 0x00]), Some(0x10 + 256));
+        assert_eq!(zstd_window_size(&[0x28, 0xb5, 0x2f, 0xfd]), None);
+        // volsnap's own archives fit the cap at every level it writes.
+        let mut f = Files::new();
+        for level in [1, 3, 19] {
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), level).unwrap();
+            enc.include_checksum(true).unwrap();
+            std::io::Write::write_all(&mut enc, &zstd::decode_all(&written(Compression::Zstd)[..]).unwrap()).unwrap();
+            verify(&f.put(&enc.finish().unwrap()), &VerifyLimits::default()).unwrap();
+        }
+        // A frame asking for 64 MiB is refused with the window named.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.window_log(26).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        std::io::Write::write_all(&mut enc, &zstd::decode_all(&written(Compression::Zstd)[..]).unwrap()).unwrap();
+        let err = verify(&f.put(&enc.finish().unwrap()), &VerifyLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::WindowTooLarge { needed_mib: 64, cap_mib: 32 }), "{err}");
     }
 
     #[test]
