@@ -12,3 +12,4 @@ pub mod quiesce;
 pub mod restore;
 pub mod swap;
 pub mod workload;
+pub mod xattr;
