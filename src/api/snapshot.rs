@@ -287,6 +287,14 @@ pub struct CapturedVolume {
     /// Entries that could not be read and are NOT in the archive.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unreadable: u64,
+    /// Other file systems mounted inside the volume, not entered (a mounted
+    /// directory is archived empty, a mounted file not at all).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nested_mounts_skipped: u64,
+    /// Extended attributes that could not be archived (unreadable, outside
+    /// the namespaces volsnap keeps, or too large).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub xattrs_skipped: u64,
     /// The first few problems, each naming the file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

@@ -64,12 +64,22 @@ pub fn completed(
     let bytes: u64 = volumes.iter().map(|v| v.bytes).sum();
     let troubled: Vec<String> = volumes
         .iter()
-        .filter(|v| v.changed_during_read + v.vanished + v.unreadable > 0)
+        .filter(|v| v.changed_during_read + v.vanished + v.unreadable + v.nested_mounts_skipped + v.xattrs_skipped > 0)
         .map(|v| {
-            format!(
+            let mut s = format!(
                 "{}: {} unreadable, {} changed while read, {} vanished",
                 v.name, v.unreadable, v.changed_during_read, v.vanished
-            )
+            );
+            if v.nested_mounts_skipped > 0 {
+                s.push_str(&format!(", {} nested mount(s) not entered", v.nested_mounts_skipped));
+            }
+            if v.xattrs_skipped > 0 {
+                s.push_str(&format!(", {} extended attribute(s) not archived", v.xattrs_skipped));
+            }
+            if let Some(w) = v.warnings.first() {
+                s.push_str(&format!(" (first: {w})"));
+            }
+            s
         })
         .collect();
     let mut msg = format!(

@@ -11,6 +11,18 @@
 //! cannot lead the walk outside the volume. Symlinks are archived as links.
 //! One descriptor is held per directory level.
 //!
+//! The walk stays on the volume's file system: a directory on another device,
+//! or the root of a mount (`STATX_ATTR_MOUNT_ROOT`, which also catches bind
+//! mounts of the same file system), is archived as an empty directory (so the
+//! mount point exists after a restore) and not entered; a file that is a
+//! mount point is left out. Each one is named in the volume's warnings.
+//!
+//! Extended attributes of files and directories are read through the open
+//! descriptors ([`crate::engine::xattr`]) and archived as pax
+//! `SCHILY.xattr.*` records; one that cannot be kept is named in the
+//! warnings. Holes of sparse files are found with `SEEK_HOLE`/`SEEK_DATA`
+//! and archived as zeros without being read.
+//!
 //! Memory stays flat: one directory listing per level of the current path,
 //! fixed copy/output buffers, and a map of the hard-linked files (nlink > 1)
 //! of the current volume.
@@ -33,11 +45,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 
 use crate::api::{CapturedVolume, Compression};
+use crate::engine::archive::pax;
 use crate::engine::archive::{
     ArchiveManifest, ArchiveWriter, CHECKSUM_SUFFIX, EntryMeta, MANIFEST_ENTRY, ManifestVolume, TEMP_SUFFIX,
 };
 use crate::engine::beneath::OpenDir;
 use crate::engine::fsutil;
+use crate::engine::xattr::{self, Xattr};
 
 /// Warnings kept per volume before they are summarised.
 const MAX_WARNINGS: usize = 20;
@@ -278,7 +292,8 @@ fn write_archive(job: &CaptureJob<'_>, file: File) -> Result<(Vec<CapturedVolume
     let mut json = serde_json::to_vec_pretty(job.manifest)
         .map_err(|e| write_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
     json.push(b'\n');
-    let meta = EntryMeta { mode: 0o644, uid: 0, gid: 0, mtime: job.manifest.creation_timestamp.0.as_second() };
+    let meta =
+        EntryMeta { mode: 0o644, uid: 0, gid: 0, mtime: job.manifest.creation_timestamp.0.as_second(), xattrs: &[] };
     writer.append_file(MANIFEST_ENTRY.as_bytes(), &meta, json.len() as u64, &mut &json[..]).map_err(write_err)?;
 
     let mut results = Vec::with_capacity(job.volumes.len());
@@ -294,6 +309,7 @@ fn write_archive(job: &CaptureJob<'_>, file: File) -> Result<(Vec<CapturedVolume
             },
             extra_warnings: 0,
             links: HashMap::new(),
+            xattrs: xattr::Reader::default(),
         };
         walk.run(vol)?;
         results.push(walk.into_counts());
@@ -327,6 +343,10 @@ struct Meta {
     nlink: u64,
     dev: u64,
     ino: u64,
+    /// 512-byte blocks allocated: fewer than the size needs means holes.
+    blocks: u64,
+    /// The root of a mount (only known from [`fstatx`]; `false` from a stat).
+    mount_root: bool,
 }
 
 impl Meta {
@@ -343,11 +363,41 @@ impl Meta {
             nlink: st.st_nlink as u64,
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
+            blocks: (st.st_blocks as i64).max(0) as u64,
+            mount_root: false,
         }
     }
 
-    fn entry(&self) -> EntryMeta {
-        EntryMeta { mode: self.mode, uid: self.uid, gid: self.gid, mtime: self.mtime }
+    fn from_statx(st: &rustix::fs::Statx) -> Meta {
+        Meta {
+            file_type: FileType::from_raw_mode(st.stx_mode.into()),
+            mode: u32::from(st.stx_mode) & 0o7777,
+            uid: st.stx_uid.into(),
+            gid: st.stx_gid.into(),
+            size: st.stx_size,
+            mtime: st.stx_mtime.tv_sec,
+            mtime_nsec: st.stx_mtime.tv_nsec.into(),
+            nlink: st.stx_nlink.into(),
+            dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            blocks: st.stx_blocks,
+            mount_root: st.stx_attributes.contains(rustix::fs::StatxAttributes::MOUNT_ROOT),
+        }
+    }
+
+    fn entry<'x>(&self, xattrs: &'x [Xattr]) -> EntryMeta<'x> {
+        EntryMeta { mode: self.mode, uid: self.uid, gid: self.gid, mtime: self.mtime, xattrs }
+    }
+
+    /// Whether this is another file system, or a mount, inside the volume
+    /// whose root is on `root_dev`.
+    fn is_nested_mount(&self, root_dev: u64) -> bool {
+        self.dev != root_dev || self.mount_root
+    }
+
+    /// Whether the file has fewer blocks than its size needs (holes).
+    fn may_be_sparse(&self) -> bool {
+        self.blocks.saturating_mul(512) < self.size
     }
 }
 
@@ -366,6 +416,18 @@ fn lstat_at(dir: &OwnedFd, name: &CStr) -> io::Result<Meta> {
 
 fn fstat(fd: impl AsFd) -> io::Result<Meta> {
     rustix::fs::fstat(fd).map(|st| Meta::from_stat(&st)).map_err(os_err)
+}
+
+/// `fstat` of an open entry, plus whether it is the root of a mount. Falls
+/// back to `fstat` where `statx` is missing (then only a different device
+/// tells a mount).
+fn fstatx(fd: impl AsFd) -> io::Result<Meta> {
+    let fd = fd.as_fd();
+    match rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::BASIC_STATS) {
+        Ok(st) => Ok(Meta::from_statx(&st)),
+        Err(rustix::io::Errno::NOSYS) => fstat(fd),
+        Err(e) => Err(os_err(e)),
+    }
 }
 
 /// The names in a directory (without `.` and `..`), sorted by bytes.
@@ -421,7 +483,7 @@ fn open_root(vol: &CaptureVolume) -> Result<(OwnedFd, Meta, Vec<CString>), Captu
 fn prescan(job: &CaptureJob<'_>) -> Result<(), CaptureError> {
     let mut total = 0u64;
     for vol in job.volumes {
-        let (fd, _, names) = open_root(vol)?;
+        let (fd, root, names) = open_root(vol)?;
         let mut seen_links: HashSet<(u64, u64)> = HashSet::new();
         let mut stack = vec![Frame { fd, rel: Vec::new(), names: names.into_iter() }];
         while let Some(frame) = stack.last_mut() {
@@ -433,6 +495,9 @@ fn prescan(job: &CaptureJob<'_>) -> Result<(), CaptureError> {
                 return Err(CaptureError::Cancelled);
             }
             let Ok(meta) = lstat_at(&frame.fd, &name) else { continue };
+            if meta.dev != root.dev {
+                continue; // a nested mount: not entered
+            }
             match meta.file_type {
                 FileType::RegularFile if meta.nlink <= 1 || seen_links.insert((meta.dev, meta.ino)) => {
                     total += meta.size;
@@ -442,6 +507,9 @@ fn prescan(job: &CaptureJob<'_>) -> Result<(), CaptureError> {
                     let Ok(fd) = rustix::fs::openat(&frame.fd, name.as_c_str(), DIR_FLAGS, Mode::empty()) else {
                         continue;
                     };
+                    if fstatx(&fd).is_ok_and(|m| m.is_nested_mount(root.dev)) {
+                        continue;
+                    }
                     let Ok(names) = list_dir(&fd) else { continue };
                     stack.push(Frame { fd, rel: Vec::new(), names: names.into_iter() });
                 }
@@ -463,6 +531,8 @@ struct VolumeWalk<'a, 'j> {
     extra_warnings: u64,
     /// Hard-linked files (nlink > 1) already archived: (dev, ino) -> entry name.
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// Reads extended attributes (buffers reused across entries).
+    xattrs: xattr::Reader,
 }
 
 impl VolumeWalk<'_, '_> {
@@ -506,6 +576,44 @@ impl VolumeWalk<'_, '_> {
         self.warn(format!("{}: cannot be read: {e}; not archived", String::from_utf8_lossy(rel)));
     }
 
+    /// A nested mount the walk does not enter.
+    fn nested_mount(&mut self, rel: &[u8], what: &str) {
+        self.counts.nested_mounts_skipped += 1;
+        self.warn(format!(
+            "{}: another file system is mounted here; not entered ({what})",
+            String::from_utf8_lossy(rel)
+        ));
+    }
+
+    /// The extended attributes of an open entry that can be archived; the
+    /// others are counted and named in the warnings.
+    fn read_xattrs(&mut self, fd: &impl AsFd, rel: &[u8]) -> Vec<Xattr> {
+        let shown = if rel.is_empty() { ".".to_string() } else { String::from_utf8_lossy(rel).into_owned() };
+        let (mut kept, mut not_kept) = match self.xattrs.read(fd) {
+            Ok(x) => x,
+            Err(e) => {
+                self.counts.xattrs_skipped += 1;
+                self.warn(format!("{shown}: extended attributes cannot be listed: {e}; not archived"));
+                return Vec::new();
+            }
+        };
+        kept.retain(|x| {
+            let same = pax::reads_the_same_everywhere(&pax::xattr_key(&x.name), &x.value);
+            if !same {
+                not_kept.push(xattr::NotKept {
+                    name: String::from_utf8_lossy(&x.name).into_owned(),
+                    why: "its value would read differently in some tar readers".into(),
+                });
+            }
+            same
+        });
+        for n in not_kept {
+            self.counts.xattrs_skipped += 1;
+            self.warn(format!("{shown}: extended attribute {} not archived: {}", n.name, n.why));
+        }
+        kept
+    }
+
     /// Counts an error on an entry as vanished or unreadable.
     fn entry_failed(&mut self, rel: &[u8], e: &io::Error) {
         if is_gone(e) { self.vanished(rel, e) } else { self.unreadable(rel, e) }
@@ -515,7 +623,9 @@ impl VolumeWalk<'_, '_> {
         self.check_cancel()?;
         let prefix = ArchiveManifest::volume_prefix(vol.index).into_bytes();
         let (fd, meta, names) = open_root(vol)?;
-        self.writer.append_dir(&prefix, &meta.entry()).map_err(|e| self.write_err(e))?;
+        let root_dev = meta.dev;
+        let xattrs = self.read_xattrs(&fd, b"");
+        self.writer.append_dir(&prefix, &meta.entry(&xattrs)).map_err(|e| self.write_err(e))?;
         self.counts.directories += 1;
 
         let mut stack = vec![Frame { fd, rel: Vec::new(), names: names.into_iter() }];
@@ -534,28 +644,49 @@ impl VolumeWalk<'_, '_> {
                     continue;
                 }
             };
+            if meta.dev != root_dev {
+                // Another file system: not even opened (it may be slow or hung).
+                if meta.file_type == FileType::Directory {
+                    self.nested_mount(&rel, "archived as an empty directory");
+                    self.writer.append_dir(&archive_name, &meta.entry(&[])).map_err(|e| self.write_err(e))?;
+                    self.counts.directories += 1;
+                } else {
+                    self.nested_mount(&rel, "not archived");
+                }
+                continue;
+            }
             match meta.file_type {
                 FileType::Directory => {
-                    let opened = rustix::fs::openat(&frame.fd, name.as_c_str(), DIR_FLAGS, Mode::empty())
-                        .map_err(os_err)
-                        .and_then(|fd| {
-                            let meta = fstat(&fd)?;
-                            let names = list_dir(&fd)?;
-                            Ok((fd, meta, names))
-                        });
-                    let (fd, meta, names) = match opened {
+                    let opened =
+                        rustix::fs::openat(&frame.fd, name.as_c_str(), DIR_FLAGS, Mode::empty()).map_err(os_err);
+                    let opened = opened.and_then(|fd| Ok((fstatx(&fd)?, fd)));
+                    let (meta, fd) = match opened {
                         Ok(x) => x,
                         Err(e) => {
                             self.entry_failed(&rel, &e);
                             continue;
                         }
                     };
-                    self.writer.append_dir(&archive_name, &meta.entry()).map_err(|e| self.write_err(e))?;
+                    if meta.is_nested_mount(root_dev) {
+                        self.nested_mount(&rel, "archived as an empty directory");
+                        self.writer.append_dir(&archive_name, &meta.entry(&[])).map_err(|e| self.write_err(e))?;
+                        self.counts.directories += 1;
+                        continue;
+                    }
+                    let names = match list_dir(&fd) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.entry_failed(&rel, &e);
+                            continue;
+                        }
+                    };
+                    let xattrs = self.read_xattrs(&fd, &rel);
+                    self.writer.append_dir(&archive_name, &meta.entry(&xattrs)).map_err(|e| self.write_err(e))?;
                     self.counts.directories += 1;
                     stack.push(Frame { fd, rel, names: names.into_iter() });
                 }
                 FileType::RegularFile => {
-                    self.file(&frame.fd, &name, &rel, &archive_name, &meta)?;
+                    self.file(&frame.fd, &name, &rel, &archive_name, &meta, root_dev)?;
                 }
                 FileType::Symlink => {
                     let target = match rustix::fs::readlinkat(&frame.fd, name.as_c_str(), Vec::new()) {
@@ -571,7 +702,9 @@ impl VolumeWalk<'_, '_> {
                             continue;
                         }
                     };
-                    self.writer.append_symlink(&archive_name, &meta.entry(), &target).map_err(|e| self.write_err(e))?;
+                    self.writer
+                        .append_symlink(&archive_name, &meta.entry(&[]), &target)
+                        .map_err(|e| self.write_err(e))?;
                     self.counts.symlinks += 1;
                 }
                 _ => self.counts.special_files_skipped += 1,
@@ -587,17 +720,18 @@ impl VolumeWalk<'_, '_> {
         rel: &[u8],
         archive_name: &[u8],
         lmeta: &Meta,
+        root_dev: u64,
     ) -> Result<(), CaptureError> {
         if lmeta.nlink > 1
             && let Some(first) = self.links.get(&(lmeta.dev, lmeta.ino))
         {
             let first = first.clone();
-            self.writer.append_hardlink(archive_name, &lmeta.entry(), &first).map_err(|e| self.write_err(e))?;
+            self.writer.append_hardlink(archive_name, &lmeta.entry(&[]), &first).map_err(|e| self.write_err(e))?;
             self.counts.files += 1;
             return Ok(());
         }
         let opened = rustix::fs::openat(dir, name, FILE_FLAGS, Mode::empty()).map_err(os_err).and_then(|fd| {
-            let meta = fstat(&fd)?;
+            let meta = fstatx(&fd)?;
             Ok((File::from(fd), meta))
         });
         let (mut file, meta) = match opened {
@@ -612,6 +746,11 @@ impl VolumeWalk<'_, '_> {
             self.vanished(rel, &e);
             return Ok(());
         }
+        if meta.is_nested_mount(root_dev) {
+            self.nested_mount(rel, "a file mounted here; not archived");
+            return Ok(());
+        }
+        let xattrs = self.read_xattrs(&file, rel);
         let size = meta.size;
         let mut source = SourceReader {
             file: &mut file,
@@ -621,8 +760,9 @@ impl VolumeWalk<'_, '_> {
             shrank: false,
             error: None,
             cancelled: false,
+            holes: meta.may_be_sparse().then(Holes::default),
         };
-        let result = self.writer.append_file(archive_name, &meta.entry(), size, &mut source);
+        let result = self.writer.append_file(archive_name, &meta.entry(&xattrs), size, &mut source);
         if source.cancelled {
             return Err(CaptureError::Cancelled);
         }
@@ -664,7 +804,9 @@ impl VolumeWalk<'_, '_> {
 
 /// Feeds a file to the archive writer: counts progress, checks cancellation
 /// on every read, and pads with zeros when the file ends early or fails, so
-/// the entry always has the size its header announced.
+/// the entry always has the size its header announced. In a file with holes
+/// (`holes` set), the holes are found with `SEEK_HOLE`/`SEEK_DATA` and
+/// given as zeros without reading them.
 struct SourceReader<'a> {
     file: &'a mut File,
     cancel: &'a AtomicBool,
@@ -673,6 +815,61 @@ struct SourceReader<'a> {
     shrank: bool,
     error: Option<io::Error>,
     cancelled: bool,
+    holes: Option<Holes>,
+}
+
+/// Where the reader is in a sparse file: `[read, data_end)` is data to read,
+/// `[read, zeros_end)` a hole to give as zeros; both empty means "look".
+#[derive(Default)]
+struct Holes {
+    data_end: u64,
+    zeros_end: u64,
+}
+
+impl SourceReader<'_> {
+    /// With `holes`: how many zeros to give before reading again (0: read).
+    /// Seeking is an optimisation only: any error gives up on it.
+    fn hole_ahead(&mut self) -> u64 {
+        let Some(h) = &mut self.holes else { return 0 };
+        let pos = self.read;
+        if pos < h.zeros_end {
+            return h.zeros_end - pos;
+        }
+        if pos < h.data_end {
+            return 0;
+        }
+        use std::io::{Seek, SeekFrom};
+        let fd = self.file.as_fd();
+        let found = match rustix::fs::seek(fd, rustix::fs::SeekFrom::Hole(pos)) {
+            Ok(hole) if hole > pos => {
+                // Data first: read it from where we are.
+                h.data_end = hole;
+                self.file.seek(SeekFrom::Start(pos)).map(|_| 0)
+            }
+            Ok(_) => match rustix::fs::seek(fd, rustix::fs::SeekFrom::Data(pos)) {
+                Ok(data) => {
+                    h.zeros_end = data;
+                    Ok(data - pos)
+                }
+                // No data after `pos`: the rest of the file is a hole; its
+                // end is the size, which the writer asks no further than.
+                Err(rustix::io::Errno::NXIO) => {
+                    h.zeros_end = u64::MAX;
+                    Ok(u64::MAX)
+                }
+                Err(e) => Err(os_err(e)),
+            },
+            Err(e) => Err(os_err(e)),
+        };
+        match found {
+            Ok(n) => n,
+            Err(_) => {
+                self.holes = None;
+                let _ = self.file.seek(SeekFrom::Start(pos));
+                0
+            }
+        }
+    }
 }
 
 impl Read for SourceReader<'_> {
@@ -685,6 +882,19 @@ impl Read for SourceReader<'_> {
             return Ok(0);
         }
         if !self.shrank && self.error.is_none() {
+            let zeros = self.hole_ahead();
+            if zeros > 0 {
+                let n = zeros.min(buf.len() as u64) as usize;
+                buf[..n].fill(0);
+                self.read += n as u64;
+                self.progress.fetch_add(n as u64, Ordering::Relaxed);
+                return Ok(n);
+            }
+            let len = match &self.holes {
+                Some(h) => (h.data_end - self.read).min(buf.len() as u64) as usize,
+                None => buf.len(),
+            };
+            let buf = &mut buf[..len];
             loop {
                 match self.file.read(buf) {
                     Ok(0) => {
@@ -1051,6 +1261,35 @@ mod tests {
         full_round_trip(Compression::Zstd);
     }
 
+    /// A user can put any bytes in a `user.*` value of their own file. One
+    /// that the tar crate would read as a record of its own (a newline, then
+    /// a well-formed `path` record) would make the archive unrestorable: it
+    /// is left out and named, and the rest of the file is captured.
+    #[test]
+    fn xattr_values_that_tar_readers_would_misread_are_left_out_and_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir(&src).unwrap();
+        let f = File::create(src.join("f")).unwrap();
+        let evil = Xattr { name: b"user.evil".to_vec(), value: b"x\n23 path=volumes/0/evil".to_vec() };
+        let fine = Xattr { name: b"user.fine".to_vec(), value: b"\n\0ok\n".to_vec() };
+        if let Err(e) = xattr::set(&f, &evil) {
+            eprintln!("skipped: no user xattrs here ({e})");
+            return;
+        }
+        xattr::set(&f, &fine).unwrap();
+        let vols = vec![CaptureVolume::open_trusted(0, "data", &src, None).unwrap()];
+        let dest = tmp.path().join("out/snap.tar.gz");
+        let outcome = capture_once(&vols, &dest, Compression::Gzip).unwrap();
+        assert_eq!(outcome.volumes[0].xattrs_skipped, 1);
+        assert!(outcome.volumes[0].warnings[0].contains("f: extended attribute user.evil not archived"));
+        let mut listed = Vec::new();
+        archive::verify(&dest, &VerifyLimits::default()).unwrap();
+        archive::list(&dest, &mut |e| listed.push(e.clone())).unwrap();
+        let f = listed.iter().find(|e| e.path == "volumes/0/f").unwrap();
+        assert_eq!(f.xattrs, vec![fine]);
+    }
+
     #[test]
     fn cancel_leaves_nothing() {
         let fx = fixture();
@@ -1177,6 +1416,7 @@ mod tests {
             shrank: false,
             error: None,
             cancelled: false,
+            holes: None,
         };
         // The header announced 10 bytes; the file now has 5.
         let mut w = ArchiveWriter::new(Vec::new(), Compression::Gzip).unwrap();
@@ -1216,6 +1456,7 @@ mod tests {
             counts: CapturedVolume::default(),
             extra_warnings: 0,
             links: HashMap::new(),
+            xattrs: xattr::Reader::default(),
         };
         for i in 0..25 {
             walk.vanished(format!("f{i}").as_bytes(), &io::Error::from_raw_os_error(libc::ENOENT));

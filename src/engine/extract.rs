@@ -31,24 +31,91 @@
 //! extraction leaves files owned by the caller. The caller removes the
 //! destination directories when extraction fails: whatever was written lies
 //! inside them.
+//!
+//! Extended attributes are set through the descriptor of what was just
+//! created (`fsetxattr`), after its owner and mode (a `chown` clears file
+//! capabilities): `user.*` and POSIX ACLs always, `trusted.*` and
+//! `security.*` only as root. One that cannot be set (not root, not
+//! permitted, not supported or too large for the file system) is counted
+//! and reported, not fatal. Directory ACLs are applied with the directory's
+//! other metadata at the end: a default ACL set earlier would be inherited
+//! by everything extracted below it, an access ACL could lock the extractor
+//! out. Attributes on symlinks and hard link entries are not applied (Linux
+//! keeps no `user.*` on symlinks; a hard link shares its target's inode).
+//!
+//! An archive made elsewhere (`foreign`, an adopted snapshot) is input from
+//! whoever could write a manifest: its regular files lose setuid and setgid
+//! bits, and every `security.*` (file capabilities included) and `trusted.*`
+//! attribute is dropped; each such file is counted. Archives volsnap
+//! captured itself give back what the host had.
+//!
+//! Regular files are written sparse: a block of zeros becomes a hole (the
+//! archive holds holes as zeros), and the length is set at the end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 
 use super::archive::reader::{EntrySink, walk_checked};
 use super::archive::{ArchiveError, ArchiveManifest, EntryInfo, EntryKind, VerifyLimits, VerifyReport};
 use super::beneath::OpenDir;
+use super::xattr::{self, Namespace, Xattr};
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 const NEW_FILE_FLAGS: OFlags =
     OFlags::WRONLY.union(OFlags::CREATE).union(OFlags::EXCL).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 const COPY_BUFFER: usize = 256 * 1024;
+/// Granularity of hole detection: runs of zeros this long, aligned in the
+/// file, are not written. 4 KiB is the block size of the common file systems.
+const HOLE_BLOCK: usize = 4096;
+/// Cap on the distinct directory ACL values held until the end of the
+/// extraction (equal values are stored once: inherited ACLs repeat).
+const MAX_DEFERRED_ACL_BYTES: usize = 8 << 20;
+
+/// What the extractor is told about the archive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Made elsewhere (adopted): no setuid/setgid bits on files, no
+    /// `security.*` or `trusted.*` attributes.
+    pub foreign: bool,
+}
+
+/// A count of entries, with the first one as an example.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// How many.
+    pub count: u64,
+    /// The first, as `<volume>/<path>` and, for attributes, why.
+    pub example: Option<String>,
+}
+
+impl Tally {
+    fn add(&mut self, example: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.example.is_none() {
+            self.example = Some(example());
+        }
+    }
+}
+
+/// A finished extraction.
+#[derive(Clone, Debug)]
+pub struct Extracted {
+    /// What the walker verified (counts, sha256).
+    pub verified: VerifyReport,
+    /// Files of a foreign archive whose setuid/setgid bits or privileged
+    /// attributes (capabilities included) were dropped.
+    pub stripped: Tally,
+    /// Extended attributes that could not be set (and why, in the example).
+    pub xattrs_not_restored: Tally,
+}
 
 /// One volume to extract: the archive's `volumes/<index>/` goes into `root`.
 #[derive(Clone, Debug)]
@@ -80,6 +147,23 @@ pub fn extract(
     limits: &VerifyLimits,
     cancel: &dyn Fn() -> bool,
 ) -> Result<VerifyReport, ArchiveError> {
+    extract_with(archive, volumes, limits, &ExtractOptions::default(), cancel).map(|x| x.verified)
+}
+
+/// [`extract`], told whether the archive is foreign, reporting what it did
+/// not restore.
+///
+/// # Security
+///
+/// See the module documentation; with `options.foreign`, privileged
+/// metadata is never applied.
+pub fn extract_with(
+    archive: &Path,
+    volumes: &[ExtractVolume],
+    limits: &VerifyLimits,
+    options: &ExtractOptions,
+    cancel: &dyn Fn() -> bool,
+) -> Result<Extracted, ArchiveError> {
     let mut roots = HashMap::new();
     for v in volumes {
         let fd = v.dir.reopen().map_err(|e| write_error(&v.root, e))?;
@@ -93,10 +177,15 @@ pub fn extract(
         dirs: Vec::new(),
         buf: vec![0u8; COPY_BUFFER],
         cancel,
+        foreign: options.foreign,
+        stripped: Tally::default(),
+        xattrs_not_restored: Tally::default(),
+        acl_pool: HashSet::new(),
+        acl_pool_bytes: 0,
     };
-    let report = walk_checked(archive, limits, &mut sink)?;
+    let verified = walk_checked(archive, limits, &mut sink)?;
     sink.finish_dirs()?;
-    Ok(report)
+    Ok(Extracted { verified, stripped: sink.stripped, xattrs_not_restored: sink.xattrs_not_restored })
 }
 
 fn write_error(path: &Path, source: io::Error) -> ArchiveError {
@@ -114,6 +203,9 @@ struct DirMeta {
     index: u32,
     rel: Vec<u8>,
     info: Meta,
+    /// `system.posix_acl_access` and `_default`, shared between directories.
+    acl_access: Option<Rc<[u8]>>,
+    acl_default: Option<Rc<[u8]>>,
 }
 
 #[derive(Clone, Copy)]
@@ -133,6 +225,12 @@ struct Extractor<'c> {
     dirs: Vec<DirMeta>,
     buf: Vec<u8>,
     cancel: &'c dyn Fn() -> bool,
+    foreign: bool,
+    stripped: Tally,
+    xattrs_not_restored: Tally,
+    /// Distinct directory ACL values held for [`Extractor::finish_dirs`].
+    acl_pool: HashSet<Rc<[u8]>>,
+    acl_pool_bytes: usize,
 }
 
 /// `volumes/<index>[/<rel>]` split into the index and `rel` (empty for the root).
@@ -209,6 +307,76 @@ impl Extractor<'_> {
         Mode::from_raw_mode(mode)
     }
 
+    /// `<volume name>/<rel>`, for reports.
+    fn shown(&self, index: u32, rel: &[u8]) -> String {
+        let name = self.root(index).map(|r| r.name.as_str()).unwrap_or("?");
+        if rel.is_empty() { name.to_string() } else { format!("{name}/{}", String::from_utf8_lossy(rel)) }
+    }
+
+    /// Whether `x` may be applied: `Ok(())`, or why not. A foreign archive's
+    /// privileged attributes are refused here (and counted by the caller).
+    fn may_set(&self, x: &Xattr) -> Result<(), &'static str> {
+        let ns = xattr::check_name(&x.name).map_err(|_| "not a name volsnap restores")?;
+        if ns.privileged() && self.foreign {
+            return Err("foreign");
+        }
+        if ns.privileged() && !self.restore_owners {
+            return Err("needs root");
+        }
+        Ok(())
+    }
+
+    /// Applies the attributes of a file, or the non-ACL attributes of a
+    /// directory (`skip_acls`), through `fd`. Returns whether a privileged
+    /// one was dropped because the archive is foreign.
+    fn apply_xattrs(
+        &mut self,
+        fd: &impl AsFd,
+        xattrs: &[Xattr],
+        skip_acls: bool,
+        index: u32,
+        rel: &[u8],
+    ) -> io::Result<bool> {
+        let mut stripped = false;
+        for x in xattrs {
+            if skip_acls && xattr::check_name(&x.name) == Ok(Namespace::Acl) {
+                continue;
+            }
+            let why = match self.may_set(x) {
+                Ok(()) => match xattr::set(fd, x) {
+                    Ok(()) => continue,
+                    Err(e) if xattr::is_not_settable(&e) => e.to_string(),
+                    Err(e) => return Err(e),
+                },
+                Err("foreign") => {
+                    stripped = true;
+                    continue;
+                }
+                Err(why) => why.to_string(),
+            };
+            let shown = self.shown(index, rel);
+            self.xattrs_not_restored.add(|| format!("{shown}: {}: {why}", String::from_utf8_lossy(&x.name)));
+        }
+        Ok(stripped)
+    }
+
+    /// A directory ACL value, stored once however many directories carry it.
+    fn pooled_acl(&mut self, xattrs: &[Xattr], name: &[u8]) -> io::Result<Option<Rc<[u8]>>> {
+        let Some(x) = xattrs.iter().find(|x| x.name == name) else { return Ok(None) };
+        if let Some(v) = self.acl_pool.get(x.value.as_slice()) {
+            return Ok(Some(v.clone()));
+        }
+        self.acl_pool_bytes += x.value.len();
+        if self.acl_pool_bytes > MAX_DEFERRED_ACL_BYTES {
+            return Err(io::Error::other(format!(
+                "more than {MAX_DEFERRED_ACL_BYTES} bytes of distinct directory ACLs; refused to bound memory"
+            )));
+        }
+        let v: Rc<[u8]> = Rc::from(x.value.as_slice());
+        self.acl_pool.insert(v.clone());
+        Ok(Some(v))
+    }
+
     fn set_owner(&self, fd: impl AsFd, m: &Meta) -> io::Result<()> {
         if self.restore_owners {
             rustix::fs::fchown(fd, Some(uid(m.uid)?), Some(gid(m.gid)?))?;
@@ -216,26 +384,64 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    fn write_file(&mut self, dir: &OwnedFd, name: &[u8], m: &Meta, data: &mut dyn Read) -> io::Result<()> {
+    /// Creates and writes a regular file: content (sparse), owner, mode,
+    /// attributes, mtime, in that order (a `chown` clears setuid bits and
+    /// capabilities; attributes do not move the mtime).
+    fn write_file(
+        &mut self,
+        dir: &OwnedFd,
+        index: u32,
+        rel: &[u8],
+        name: &[u8],
+        info: &EntryInfo,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
+        let m = Meta { mode: info.mode, uid: info.uid, gid: info.gid, mtime: info.mtime };
         let name = cstr(name)?;
         let fd = rustix::fs::openat(dir, name.as_c_str(), NEW_FILE_FLAGS, Mode::from_raw_mode(0o600))?;
-        let mut file = std::fs::File::from(fd);
+        let file = std::fs::File::from(fd);
+        let mut off = 0u64;
+        let mut trailing_hole = false;
         loop {
-            let n = match data.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // The walker reports read errors (truncation, corruption).
-                Err(e) => return Err(e),
-            };
-            file.write_all(&self.buf[..n])?;
+            // Whole buffers, so that blocks stay aligned in the file
+            // whatever sizes the decompressor hands out.
+            let mut n = 0;
+            while n < self.buf.len() {
+                match data.read(&mut self.buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // The walker reports read errors (truncation, corruption).
+                    Err(e) => return Err(e),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            trailing_hole = write_sparse(&file, off, &self.buf[..n])?;
+            off += n as u64;
             if (self.cancel)() {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "extraction cancelled"));
             }
         }
+        // A trailing hole: the length comes from here, not from a write.
+        if trailing_hole {
+            file.set_len(off)?;
+        }
         // chown before chmod: chown clears setuid/setgid bits.
-        self.set_owner(&file, m)?;
-        rustix::fs::fchmod(&file, self.mode_of(m))?;
+        self.set_owner(&file, &m)?;
+        let mut mode = self.mode_of(&m);
+        let mut stripped = false;
+        if self.foreign && mode.as_raw_mode() & 0o6000 != 0 {
+            mode = Mode::from_raw_mode(mode.as_raw_mode() & !0o6000);
+            stripped = true;
+        }
+        rustix::fs::fchmod(&file, mode)?;
+        stripped |= self.apply_xattrs(&file, &info.xattrs, false, index, rel)?;
+        if stripped {
+            let shown = self.shown(index, rel);
+            self.stripped.add(|| shown);
+        }
         rustix::fs::futimens(&file, &ts(m.mtime))?;
         Ok(())
     }
@@ -248,6 +454,14 @@ impl Extractor<'_> {
             let applied = self.open_dir(d.index, &d.rel).and_then(|fd| {
                 self.set_owner(&fd, &d.info)?;
                 rustix::fs::fchmod(&fd, self.mode_of(&d.info))?;
+                // After the mode: setting an access ACL sets the mode's
+                // permission bits to match it, as captured.
+                let acls = [(xattr::ACL_ACCESS, &d.acl_access), (xattr::ACL_DEFAULT, &d.acl_default)];
+                let acls: Vec<Xattr> = acls
+                    .into_iter()
+                    .filter_map(|(n, v)| v.as_ref().map(|v| Xattr { name: n.to_vec(), value: v.to_vec() }))
+                    .collect();
+                self.apply_xattrs(&fd, &acls, false, d.index, &d.rel)?;
                 rustix::fs::futimens(&fd, &ts(d.info.mtime))?;
                 Ok(())
             });
@@ -256,6 +470,43 @@ impl Extractor<'_> {
         }
         Ok(())
     }
+}
+
+/// Writes `data` at `off`, leaving every aligned [`HOLE_BLOCK`] of zeros
+/// unwritten (a hole in a new file). Runs of data are written in one call.
+/// Returns whether the data ends with such a hole.
+fn write_sparse(file: &std::fs::File, off: u64, data: &[u8]) -> io::Result<bool> {
+    let mut pos = 0usize;
+    let mut run: Option<usize> = None;
+    while pos < data.len() {
+        let abs = off + pos as u64;
+        let to_boundary = HOLE_BLOCK - (abs % HOLE_BLOCK as u64) as usize;
+        let end = (pos + to_boundary).min(data.len());
+        let block = &data[pos..end];
+        let hole = block.len() == HOLE_BLOCK && is_zero(block);
+        match (hole, run) {
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..pos], off + start as u64)?;
+                run = None;
+            }
+            (false, None) => run = Some(pos),
+            _ => {}
+        }
+        pos = end;
+    }
+    match run {
+        Some(start) => {
+            file.write_all_at(&data[start..], off + start as u64)?;
+            Ok(false)
+        }
+        None => Ok(!data.is_empty()),
+    }
+}
+
+/// Whether `b` is all zeros (eight bytes at a time).
+fn is_zero(b: &[u8]) -> bool {
+    let mut words = b.chunks_exact(8);
+    words.all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0) && words.remainder().iter().all(|&x| x == 0)
 }
 
 fn uid(v: u64) -> io::Result<Uid> {
@@ -324,11 +575,20 @@ impl EntrySink for Extractor<'_> {
                             Err(e) => return Err(e.into()),
                         }
                     }
-                    self.dirs.push(DirMeta { index, rel: rel.to_vec(), info: meta });
+                    if !info.xattrs.is_empty() {
+                        let fd = self.open_dir(index, rel)?;
+                        if self.apply_xattrs(&fd, &info.xattrs, true, index, rel)? {
+                            let shown = self.shown(index, rel);
+                            self.stripped.add(|| shown);
+                        }
+                    }
+                    let acl_access = self.pooled_acl(&info.xattrs, xattr::ACL_ACCESS)?;
+                    let acl_default = self.pooled_acl(&info.xattrs, xattr::ACL_DEFAULT)?;
+                    self.dirs.push(DirMeta { index, rel: rel.to_vec(), info: meta, acl_access, acl_default });
                 }
                 EntryKind::File => {
                     let dir = self.open_dir(index, parent_rel)?;
-                    self.write_file(&dir, name, &meta, data)?;
+                    self.write_file(&dir, index, rel, name, info, data)?;
                 }
                 EntryKind::Symlink => {
                     let dir = self.open_dir(index, parent_rel)?;
@@ -1325,6 +1585,30 @@ mod tests {
     }
 
     #[test]
+    fn zero_blocks_become_holes_whatever_the_chunking() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; 1 << 20];
+        data[5000] = 1; // block 1 holds data
+        data[(1 << 20) - 1] = 2; // the last block too
+        for chunk in [1usize << 20, 4096, 1000, 7] {
+            let path = dir.path().join(format!("f{chunk}"));
+            let f = std::fs::File::create(&path).unwrap();
+            let mut trailing = false;
+            for (i, c) in data.chunks(chunk).enumerate() {
+                trailing = write_sparse(&f, (i * chunk) as u64, c).unwrap();
+            }
+            assert!(!trailing);
+            assert_eq!(std::fs::read(&path).unwrap(), data, "chunks of {chunk}");
+            if chunk >= 4096 {
+                assert!(f.metadata().unwrap().blocks() * 512 <= 64 * 1024, "chunks of {chunk}: holes");
+            }
+        }
+        let f = std::fs::File::create(dir.path().join("tail")).unwrap();
+        assert!(write_sparse(&f, 0, &[0u8; 8192]).unwrap(), "a trailing hole is reported");
+        assert!(is_zero(&[0u8; 13]) && !is_zero(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]));
+    }
+
+    #[test]
     fn setuid_and_setgid_are_dropped_when_owners_cannot_be_restored() {
         let never = || false;
         let mut x = Extractor {
@@ -1334,6 +1618,11 @@ mod tests {
             dirs: Vec::new(),
             buf: Vec::new(),
             cancel: &never,
+            foreign: false,
+            stripped: Tally::default(),
+            xattrs_not_restored: Tally::default(),
+            acl_pool: HashSet::new(),
+            acl_pool_bytes: 0,
         };
         let m = Meta { mode: 0o6755, uid: 0, gid: 0, mtime: 0 };
         assert_eq!(x.mode_of(&m).as_raw_mode() & 0o7777, 0o755, "not root: no setuid/setgid on our own files");

@@ -14,3 +14,4 @@ pub mod restore;
 pub mod site;
 pub mod swap;
 pub mod workload;
+pub mod xattr;

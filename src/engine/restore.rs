@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use super::archive::{ArchiveError, ArchiveManifest, ManifestVolume, SnapshotRef, VerifyLimits, VerifyReport};
 use super::capture::{self, CaptureJob, CaptureProgress, CaptureVolume};
-use super::extract::{self, ExtractVolume};
+use super::extract::{self, ExtractOptions, ExtractVolume, Extracted};
 use super::fault;
 use super::paths::{PathPolicy, volume_names};
 use super::site::{Roots, Site};
@@ -184,6 +184,16 @@ pub struct RestorePlan {
     /// can be restored in place in turn.
     #[serde(default)]
     pub workload_source: Option<SnapshotSource>,
+    /// The snapshot adopted an archive made elsewhere (`source.archive`):
+    /// its content is foreign input, restored without setuid/setgid bits,
+    /// file capabilities or other privileged attributes. Snapshots volsnap
+    /// captured (pre-restore snapshots included: they hold host data) are not.
+    #[serde(default)]
+    pub foreign: bool,
+    /// What the extraction did not restore as recorded, for the status
+    /// message (journaled, so the recovery sweep can still report it).
+    #[serde(default)]
+    pub extract_notes: Vec<String>,
 }
 
 /// The steps, in order, as recorded in the journal.
@@ -479,6 +489,8 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
             .is_none()
             .then(|| snapshot.spec.source.clone())
             .filter(|s| s.archive.is_none()),
+        foreign: snapshot.spec.source.archive.is_some(),
+        extract_notes: Vec::new(),
     })
 }
 
@@ -761,7 +773,10 @@ impl Executor<'_> {
             failed(reasons::RESTORE_FAILED, format!("cannot write the restore journal: {e}; nothing was touched"))
         })?;
         let report = match self.extract(&plan, &sites) {
-            Ok(r) => r,
+            Ok(x) => {
+                plan.extract_notes = extract_notes(&x);
+                x.verified
+            }
             Err(f) => {
                 let cleanup = remove_staging(&plan, &sites);
                 let _ = self.store.journal_delete(&plan.restore.uid);
@@ -812,13 +827,18 @@ impl Executor<'_> {
                 }
                 let _ = site.fsync();
                 let _ = self.store.journal_delete(&plan.restore.uid);
-                Ok(RestoreOutcome { volumes, downtime_seconds: None, pre_restore_snapshot: None, warnings: Vec::new() })
+                Ok(RestoreOutcome {
+                    volumes,
+                    downtime_seconds: None,
+                    pre_restore_snapshot: None,
+                    warnings: plan.extract_notes.clone(),
+                })
             }
             _ => self.swap_in_place(plan, &sites, volumes),
         }
     }
 
-    fn extract(&self, plan: &RestorePlan, sites: &Sites) -> Result<VerifyReport, RestoreFailure> {
+    fn extract(&self, plan: &RestorePlan, sites: &Sites) -> Result<Extracted, RestoreFailure> {
         let failed = |reason, message: String| RestoreFailure::RolledBack(Refusal::fail(reason, message));
         let io_failed = |what: &str, path: &Path, e: std::io::Error| {
             failed(
@@ -860,7 +880,8 @@ impl Executor<'_> {
             expected_sha256: Some(plan.sha256.clone()),
         };
         let cancel = || self.cancel.load(Ordering::Relaxed);
-        let report = extract::extract(&plan.archive, &roots, &limits, &cancel).map_err(|e| {
+        let options = ExtractOptions { foreign: plan.foreign };
+        let report = extract::extract_with(&plan.archive, &roots, &limits, &options, &cancel).map_err(|e| {
             if self.cancel.load(Ordering::Relaxed) {
                 return RestoreFailure::Interrupted;
             }
@@ -971,7 +992,7 @@ impl Executor<'_> {
         // which millisecond rounding would report as 0.
         plan.downtime_seconds = Some((down.elapsed().as_secs_f64() * 1e6).round() / 1e6);
         let mut warnings = match started {
-            Ok(w) => w,
+            Ok(w) => [plan.extract_notes.clone(), w].concat(),
             // The journal stays at Swapped: the recovery sweep starts it.
             Err(e) => {
                 return Err(RestoreFailure::Unfinished(format!(
@@ -1017,6 +1038,27 @@ fn move_into_new_directory(site: &Site, staging: &Path, target: &Path) -> std::i
     }
     rustix::fs::fchmod(staged.fd(), rustix::fs::Mode::from_raw_mode(st.st_mode & 0o7777))?;
     site.rename_replace(staging, target)
+}
+
+/// What the extraction did not restore as the archive records it, in words
+/// for the restore's status message.
+fn extract_notes(x: &Extracted) -> Vec<String> {
+    let mut notes = Vec::new();
+    if x.stripped.count > 0 {
+        notes.push(format!(
+            "the archive was made elsewhere (adopted), so setuid/setgid bits, file capabilities and other security.*/trusted.* attributes were not restored on {} file(s), e.g. {}",
+            x.stripped.count,
+            x.stripped.example.as_deref().unwrap_or("?")
+        ));
+    }
+    if x.xattrs_not_restored.count > 0 {
+        notes.push(format!(
+            "{} extended attribute(s) could not be restored, e.g. {}",
+            x.xattrs_not_restored.count,
+            x.xattrs_not_restored.example.as_deref().unwrap_or("?")
+        ));
+    }
+    notes
 }
 
 fn restored_volumes(plan: &RestorePlan, report: &VerifyReport) -> Vec<RestoredVolume> {
@@ -1448,6 +1490,7 @@ fn recover_one(
         store.journal_delete(&plan.restore.uid).map_err(|e| e.to_string())?;
         tracing::info!(restore = %plan.restore.name, forward, "Recovered an interrupted restore into a new directory");
         return Ok(if forward {
+            warnings.extend(plan.extract_notes.iter().cloned());
             Recovered { restore: plan.restore.clone(), forward, volumes, pre_restore_snapshot: None, warnings }
         } else {
             back(warnings)
@@ -1548,6 +1591,7 @@ fn recover_one(
     let never = AtomicBool::new(false);
     let (pre, more) = finish_after_swap(store, &plan, &sites, &never).map_err(|f| format!("{f:?}"))?;
     warnings.extend(more);
+    warnings.extend(plan.extract_notes.iter().cloned());
     tracing::info!(restore = %plan.restore.name, step = step.as_str(), "Rolled forward an interrupted restore: the live data is the snapshot's");
     Ok(Recovered {
         restore: plan.restore.clone(),

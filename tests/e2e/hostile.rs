@@ -853,7 +853,8 @@ fn two_archive_symlink_attack_does_not_write_through() {
 }
 
 // ---------------------------------------------------------------------------
-// 4. PEP 706 `data` filter cases volsnap keeps as data.
+// 4. PEP 706 `data` filter cases volsnap keeps as data (links; not setuid bits
+// from foreign archives).
 
 #[test]
 fn absolute_and_escaping_symlinks_and_setuid_are_restored_as_data() {
@@ -899,8 +900,10 @@ fn absolute_and_escaping_symlinks_and_setuid_are_restored_as_data() {
         assert!(md.file_type().is_symlink(), "{rel} must be restored as a symlink");
         assert_eq!(fs::read_link(root.join(rel)).unwrap(), want, "{rel}");
     }
+    // Unlike the links, a setuid bit from an archive made elsewhere is not
+    // restored (see adopted_archive_cannot_plant_setuid_root_file).
     let md = fs::symlink_metadata(root.join("suid")).unwrap();
-    assert_eq!(md.mode() & 0o7777, 0o4755, "setuid is restored as captured");
+    assert_eq!(md.mode() & 0o7777, 0o755, "no setuid from a foreign archive");
     assert_eq!(fs::symlink_metadata(root.join("open")).unwrap().mode() & 0o7777, 0o1777);
     let (f, h) = (fs::metadata(root.join("file")).unwrap(), fs::metadata(root.join("open/hard")).unwrap());
     assert_eq!(f.ino(), h.ino(), "the hard link is restored inside the volume");
@@ -926,4 +929,185 @@ fn verify_of_a_fifo_fails_instead_of_hanging() {
     );
     assert!(!out.status.success(), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("DAMAGED"), "{}", show(&out));
+}
+
+// ---------------------------------------------------------------------------
+// 5. Names no file system can hold, and archives volsnap cannot decode.
+
+/// A component of 256 bytes (NAME_MAX is 255) or a symlink target of 4096
+/// bytes (PATH_MAX) cannot be created on any Linux file system: verify (and
+/// so adoption and restore, which share its walker) must refuse the archive
+/// with a message naming the limit, rather than accept it and have an
+/// extraction fail half-way. 255 bytes is fine.
+#[test]
+fn verify_refuses_names_no_file_system_can_hold() {
+    let env = Env::new();
+    let long_name = |n: usize| format!("volumes/0/{}", "n".repeat(n));
+    let cases: Vec<(&str, Vec<E>, &str)> = vec![
+        (
+            "256-byte component",
+            vec![pax(b'x', &[("path", long_name(256).as_bytes())]), file("volumes/0/short", b"x")],
+            "name has a component of 256 bytes; no Linux file system holds names longer than 255 bytes (NAME_MAX)",
+        ),
+        (
+            "256-byte directory component",
+            vec![pax(b'x', &[("path", format!("{}/inner", long_name(300)).as_bytes())]), file("volumes/0/short", b"x")],
+            "component of 300 bytes",
+        ),
+        (
+            "4096-byte symlink target",
+            vec![pax(b'x', &[("linkpath", "t".repeat(4096).as_bytes())]), symlink_e("volumes/0/l", "t")],
+            "symlink target of 4096 bytes; Linux holds at most 4095 (PATH_MAX)",
+        ),
+    ];
+    for (i, (name, extra, want)) in cases.into_iter().enumerate() {
+        let p = env.root.join(format!("case-{i}.tar.gz"));
+        fs::write(&p, gz(&tar_of(&archive_with(&["data"], extra)))).unwrap();
+        assert_verify_rejects(&p, want, name);
+    }
+    // The limits themselves are accepted.
+    let ok = env.root.join("ok.tar.gz");
+    let extra = vec![
+        pax(b'x', &[("path", long_name(255).as_bytes())]),
+        file("volumes/0/short", b"x"),
+        pax(b'x', &[("linkpath", "t".repeat(4095).as_bytes())]),
+        symlink_e("volumes/0/l", "t"),
+    ];
+    fs::write(&ok, gz(&tar_of(&archive_with(&["data"], extra)))).unwrap();
+    let out = verify_cli(&ok);
+    assert!(out.status.success(), "255-byte names and 4095-byte targets are valid: {}", show(&out));
+}
+
+/// `zstd --long=31` archives need a 2 GiB decoder window. volsnap keeps its
+/// window cap (memory stays bounded) but must say that, not "corrupt".
+#[test]
+fn zstd_long_window_archive_is_explained_not_called_corrupt() {
+    if !have("zstd") {
+        return skip("zstd_long_window_archive_is_explained_not_called_corrupt", "no zstd command");
+    }
+    let env = Env::new();
+    let tar = env.root.join("a.tar");
+    fs::write(&tar, tar_of(&archive_with(&["data"], vec![file("volumes/0/big", &random_bytes(100_000, 3))]))).unwrap();
+    let archive = env.root.join("a.tar.zst");
+    // From stdin: the size is unknown, so zstd keeps the whole 2 GiB window.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -q --long=31 -c < {} > {}", tar.display(), archive.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = verify_cli(&archive);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(!text.contains("corrupt"), "a sound archive must not be called corrupt: {}", show(&out));
+    assert!(text.contains("needs a 2048 MiB window"), "{}", show(&out));
+    assert!(text.contains("at most a 32 MiB window"), "{}", show(&out));
+    assert!(text.contains("--long"), "the message says how it was made and what to do: {}", show(&out));
+    // The same data with a normal window verifies.
+    let plain = env.root.join("b.tar.zst");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -q -19 -c < {} > {}", tar.display(), plain.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = verify_cli(&plain);
+    assert!(out.status.success(), "{}", show(&out));
+}
+
+// ---------------------------------------------------------------------------
+// 6. Privileges in archives made elsewhere.
+
+/// `security.capability` v2 with `cap_net_bind_service` permitted and
+/// effective: what `setcap cap_net_bind_service+ep` writes.
+const CAP_NET_BIND_SERVICE: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+fn lgetxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 65536];
+    let n = rustix::fs::lgetxattr(p, name, &mut buf[..]).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// Adopts `entries` as snapshot `adopted`, restores it into a new directory
+/// and returns (the restore's status, the restored volume root).
+fn adopt_and_restore(env: &Env, entries: Vec<E>) -> (Value, PathBuf) {
+    let incoming = env.data_dir("incoming");
+    let archive = incoming.join("elsewhere.tar.gz");
+    fs::write(&archive, gz(&tar_of(&archive_with(&["data"], entries)))).unwrap();
+    let out = verify_cli(&archive);
+    assert!(out.status.success(), "the archive is sound: {}", show(&out));
+    let target = env.data.join("restored");
+    env.write_manifest("adopt.yaml", &adoption_yaml("adopted", &archive));
+    env.write_manifest("restore.yaml", &restore_yaml("back", "adopted", Some(&target)));
+    let run = env.run_once(NO_DOCKER);
+    assert!(run.status.success(), "{}", show(&run));
+    let obj = env.status(RESTORES, "back").unwrap();
+    env.check(phase(&obj) == "Completed", "the restore completes", &obj);
+    (obj, target.join("data"))
+}
+
+/// An archive made elsewhere saying `uid 0, mode 4755` (and a setgid file,
+/// and a setuid file in a sub-directory) passes verification, but must not
+/// come back as a setuid-root program: the bits are dropped, and the
+/// restore's message says so with a count and an example. The sticky bit
+/// and ordinary modes stay.
+#[test]
+fn adopted_archive_cannot_plant_setuid_root_file() {
+    if !is_root() {
+        return skip("adopted_archive_cannot_plant_setuid_root_file", "needs root (owners are only restored as root)");
+    }
+    let env = Env::new();
+    let (obj, root) = adopt_and_restore(
+        &env,
+        vec![
+            file("volumes/0/rootshell", b"#!/bin/sh\n").mode(0o4755),
+            file("volumes/0/groupshell", b"#!/bin/sh\n").mode(0o2755),
+            dir("volumes/0/bin/").mode(0o1777),
+            file("volumes/0/bin/su", b"#!/bin/sh\n").mode(0o6711),
+            file("volumes/0/plain", b"x").mode(0o640),
+        ],
+    );
+    for (rel, want) in
+        [("rootshell", 0o755), ("groupshell", 0o755), ("bin/su", 0o711), ("plain", 0o640), ("bin", 0o1777)]
+    {
+        let md = fs::symlink_metadata(root.join(rel)).unwrap();
+        assert_eq!(md.mode() & 0o7777, want, "{rel}");
+    }
+    assert_eq!(fs::metadata(root.join("rootshell")).unwrap().uid(), 0, "owners are still restored");
+    let msg = message_of(&obj, "Succeeded");
+    env.check(
+        msg.contains("setuid/setgid bits") && msg.contains("not restored on 3 file(s), e.g. data/"),
+        "the message counts what was dropped and names an example",
+        &obj,
+    );
+}
+
+/// File capabilities are privileges too: `security.capability` (and every
+/// other `security.*` / `trusted.*` attribute) from an archive made
+/// elsewhere is not restored; `user.*` attributes are.
+#[test]
+fn adopted_archive_file_capabilities_are_dropped() {
+    if !is_root() {
+        return skip("adopted_archive_file_capabilities_are_dropped", "needs root to set capabilities");
+    }
+    let env = Env::new();
+    let (obj, root) = adopt_and_restore(
+        &env,
+        vec![
+            pax(b'x', &[("SCHILY.xattr.security.capability", &CAP_NET_BIND_SERVICE[..])]),
+            file("volumes/0/ping", b"\x7fELF").mode(0o755),
+            pax(b'x', &[("SCHILY.xattr.trusted.overlay.opaque", b"y"), ("SCHILY.xattr.user.note", b"kept")]),
+            dir("volumes/0/layer/"),
+        ],
+    );
+    assert_eq!(lgetxattr(&root.join("ping"), "security.capability"), None, "no capability from a foreign archive");
+    assert_eq!(lgetxattr(&root.join("layer"), "trusted.overlay.opaque"), None);
+    assert_eq!(lgetxattr(&root.join("layer"), "user.note").as_deref(), Some(&b"kept"[..]), "user.* is data");
+    let msg = message_of(&obj, "Succeeded");
+    env.check(
+        msg.contains("file capabilities") && msg.contains("on 2 file(s)") && msg.contains("e.g. data/"),
+        "the message counts the dropped capabilities",
+        &obj,
+    );
 }

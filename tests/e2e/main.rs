@@ -11,6 +11,7 @@ mod cli;
 mod docker;
 mod examples;
 mod faults;
+mod fidelity;
 mod hardening;
 mod hostile;
 mod invalid;

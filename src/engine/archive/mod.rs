@@ -3,6 +3,7 @@
 //! under `volumes/<index>/`. Plain GNU tar can always read it.
 
 mod manifest;
+pub mod pax;
 pub mod reader;
 pub mod writer;
 

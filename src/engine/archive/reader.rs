@@ -12,7 +12,7 @@
 //! headers (pax `x`, GNU `L`/`K`) larger than 1 MiB are refused before the
 //! `tar` crate buffers them, and the duplicate check keeps 16 bytes per name.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
 use std::fs::File;
@@ -23,9 +23,10 @@ use std::rc::Rc;
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use super::{ArchiveManifest, FORMAT_VERSION, MANIFEST_ENTRY, VOLUMES_DIR, detect_compression};
+use super::{ArchiveManifest, FORMAT_VERSION, MANIFEST_ENTRY, VOLUMES_DIR, detect_compression, pax};
 use crate::api::Compression;
 use crate::api::validate;
+use crate::engine::xattr::{self, Xattr};
 
 /// Largest `volsnap.json` accepted.
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
@@ -35,6 +36,18 @@ pub const MAX_EXTENSION_BYTES: u64 = 1 << 20;
 const MAX_TRAILING_ZEROS: u64 = 1 << 20;
 const BLOCK: u64 = 512;
 const READ_BUFFER: usize = 256 * 1024;
+/// Longest file name component Linux file systems hold (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target `symlink(2)` accepts (`PATH_MAX` less its NUL).
+pub const MAX_SYMLINK_TARGET: usize = 4095;
+/// Largest zstd window the decoder accepts, as a power of two (32 MiB).
+///
+/// The decoder allocates the whole window a frame asks for, so this cap is
+/// what keeps a restore's peak RSS well under 64 MiB. Every zstd level up
+/// to `--ultra -20` (and so every level volsnap writes, 1 to 19) fits;
+/// `zstd --long` (128 MiB at its default, up to 2 GiB with `--long=31`) and
+/// `--ultra -21`/`-22` do not, and are refused with a message saying so.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 25;
 
 /// Why an archive is rejected. Messages name the offending entry.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +116,16 @@ pub enum ArchiveError {
         target: String,
         /// What is wrong with it.
         why: String,
+    },
+    /// A zstd frame that needs a larger window than the decoder's cap.
+    #[error(
+        "the zstd stream needs a {needed_mib} MiB window (it was compressed with `zstd --long` or `--ultra -21`/`-22`); volsnap decodes with at most a {cap_mib} MiB window to keep its memory bounded, so it cannot read this archive. The archive is not damaged: recompress it without --long, e.g. `zstd -dc --long=31 FILE | zstd -19 -o NEW`"
+    )]
+    WindowTooLarge {
+        /// Window the frame asks for, MiB (rounded up).
+        needed_mib: u64,
+        /// The cap, MiB.
+        cap_mib: u64,
     },
     /// The expanded content exceeds the cap.
     #[error(
@@ -185,6 +208,9 @@ pub struct EntryInfo {
     pub link_target: Option<String>,
     /// The same target, exact bytes (for extraction).
     pub link_bytes: Option<Vec<u8>>,
+    /// Extended attributes (pax `SCHILY.xattr.*` records), names checked by
+    /// [`xattr::check_name`], in archive order.
+    pub xattrs: Vec<Xattr>,
 }
 
 /// Limits for verification of untrusted archives.
@@ -317,7 +343,12 @@ pub(crate) fn walk_checked(
 ///
 /// # Security
 ///
-/// Rejects empty and absolute names, NUL bytes, and `.` and `..` components.
+/// Rejects empty and absolute names, NUL bytes, `.` and `..` components,
+/// and components longer than [`NAME_MAX`] bytes, which no Linux file system
+/// can hold (an extractor would fail on them half-way). The whole name may be
+/// longer than `PATH_MAX`: file systems hold such trees, the capture walks and
+/// the extractor writes them one component at a time, and the extended
+/// header cap bounds the length.
 pub fn normalize_entry_name(raw: &[u8]) -> Result<Vec<u8>, String> {
     if raw.is_empty() {
         return Err("empty name".into());
@@ -335,6 +366,12 @@ pub fn normalize_entry_name(raw: &[u8]) -> Result<Vec<u8>, String> {
         }
         if comp == b"." {
             return Err("name contains a '.' component".into());
+        }
+        if comp.len() > NAME_MAX {
+            return Err(format!(
+                "name has a component of {} bytes; no Linux file system holds names longer than {NAME_MAX} bytes (NAME_MAX)",
+                comp.len()
+            ));
         }
         if !out.is_empty() {
             out.push(b'/');
@@ -420,6 +457,10 @@ struct TarGuard<R> {
     pax_range: Option<(u64, u64)>,
     pax_buf: Vec<u8>,
     pending_pax_size: Option<u64>,
+    pending_pax: Option<Vec<u8>>,
+    /// The pax header (`x`) of the last entry header seen, raw: the walker
+    /// reads its records exactly, which the `tar` crate does not.
+    current_pax: Rc<RefCell<Option<Vec<u8>>>>,
     /// A zero block was read where a header was due.
     ended: bool,
     /// The framing could not be followed (the `tar` crate reports why).
@@ -429,9 +470,11 @@ struct TarGuard<R> {
 }
 
 impl<R: Read> TarGuard<R> {
-    fn new(inner: R, early_eof: Rc<Cell<bool>>) -> Self {
+    fn new(inner: R, early_eof: Rc<Cell<bool>>, current_pax: Rc<RefCell<Option<Vec<u8>>>>) -> Self {
         TarGuard {
             early_eof,
+            current_pax,
+            pending_pax: None,
             inner,
             pos: 0,
             next_header: 0,
@@ -478,8 +521,9 @@ impl<R: Read> TarGuard<R> {
 
     fn on_header(&mut self) -> io::Result<()> {
         if self.pax_range.take().is_some() {
-            self.pending_pax_size = pax_size(&self.pax_buf);
-            self.pax_buf = Vec::new();
+            let data = std::mem::take(&mut self.pax_buf);
+            self.pending_pax_size = pax_size(&data);
+            self.pending_pax = Some(data);
         }
         if self.hdr.iter().all(|&b| b == 0) {
             self.ended = true;
@@ -507,7 +551,10 @@ impl<R: Read> TarGuard<R> {
                         self.pax_range = Some((data_start, data_start + size));
                         self.pax_buf = Vec::with_capacity(size as usize);
                     }
-                    b'g' => self.pending_pax_size = None,
+                    b'g' => {
+                        self.pending_pax_size = None;
+                        self.pending_pax = None;
+                    }
                     _ => {}
                 }
             }
@@ -515,6 +562,7 @@ impl<R: Read> TarGuard<R> {
                 if let Some(s) = self.pending_pax_size.take() {
                     size = s;
                 }
+                *self.current_pax.borrow_mut() = self.pending_pax.take();
             }
         }
         match size.checked_add(BLOCK - 1).map(|s| s & !(BLOCK - 1)).and_then(|s| data_start.checked_add(s)) {
@@ -534,6 +582,29 @@ impl<R: Read> Read for TarGuard<R> {
         self.observe(&buf[..n])?;
         Ok(n)
     }
+}
+
+/// The window a zstd frame needs, from its header (RFC 8878, 3.1.1.1), or
+/// `None` when `head` is too short to tell (the decoder then reports it).
+fn zstd_window_size(head: &[u8]) -> Option<u64> {
+    let descriptor = *head.get(4)?;
+    let single_segment = descriptor & 0x20 != 0;
+    if !single_segment {
+        let w = *head.get(5)?;
+        let log = 10 + u32::from(w >> 3);
+        let base = 1u64 << log;
+        return Some(base + (base / 8) * u64::from(w & 7));
+    }
+    // Single segment: the window is the content size, after the dictionary id.
+    let dict_len = [0usize, 1, 2, 4][usize::from(descriptor & 3)];
+    let fcs_len = [1usize, 2, 4, 8][usize::from(descriptor >> 6)];
+    let start = 5 + dict_len;
+    let bytes = head.get(start..start + fcs_len)?;
+    let mut v = 0u64;
+    for (i, b) in bytes.iter().enumerate() {
+        v |= u64::from(*b) << (8 * i);
+    }
+    Some(if fcs_len == 2 { v + 256 } else { v })
 }
 
 /// The `size` the `tar` crate takes from a pax header (first valid record).
@@ -570,6 +641,7 @@ struct Ctx<'a> {
     path: &'a Path,
     file_failed: Rc<Cell<bool>>,
     early_eof: Rc<Cell<bool>>,
+    current_pax: Rc<RefCell<Option<Vec<u8>>>>,
 }
 
 impl Ctx<'_> {
@@ -590,7 +662,12 @@ impl Ctx<'_> {
 }
 
 fn walk(path: &Path, limits: &VerifyLimits, sink: &mut dyn EntrySink) -> Result<VerifyReport, ArchiveError> {
-    let ctx = Ctx { path, file_failed: Rc::new(Cell::new(false)), early_eof: Rc::new(Cell::new(false)) };
+    let ctx = Ctx {
+        path,
+        file_failed: Rc::new(Cell::new(false)),
+        early_eof: Rc::new(Cell::new(false)),
+        current_pax: Rc::new(RefCell::new(None)),
+    };
     let file = open_regular(path).map_err(|e| ctx.io(e))?;
     let hashing = HashingReader { inner: file, hasher: Sha256::new(), count: 0, failed: ctx.file_failed.clone() };
     let mut raw = BufReader::with_capacity(READ_BUFFER, hashing);
@@ -601,10 +678,21 @@ fn walk(path: &Path, limits: &VerifyLimits, sink: &mut dyn EntrySink) -> Result<
     let decoder = match compression {
         Compression::Gzip => Decoder::Gzip(flate2::bufread::GzDecoder::new(raw)),
         Compression::Zstd => {
-            Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| ctx.io(e))?.single_frame())
+            let head = raw.fill_buf().map_err(|e| ctx.io(e))?;
+            if let Some(window) = zstd_window_size(head)
+                && window > 1u64 << ZSTD_WINDOW_LOG_MAX
+            {
+                return Err(ArchiveError::WindowTooLarge {
+                    needed_mib: window.div_ceil(1 << 20),
+                    cap_mib: 1 << (ZSTD_WINDOW_LOG_MAX - 20),
+                });
+            }
+            let mut d = zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| ctx.io(e))?.single_frame();
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| ctx.io(e))?;
+            Decoder::Zstd(d)
         }
     };
-    let mut archive = tar::Archive::new(TarGuard::new(decoder, ctx.early_eof.clone()));
+    let mut archive = tar::Archive::new(TarGuard::new(decoder, ctx.early_eof.clone(), ctx.current_pax.clone()));
 
     let mut w = Walker {
         ctx: &ctx,
@@ -719,7 +807,8 @@ impl Walker<'_> {
         }
         let raw_name = entry.path_bytes().into_owned();
         let shown = lossy(&raw_name);
-        let ext = PaxInfo::read(&mut entry, &raw_name).map_err(ArchiveError::Corrupt)?;
+        let pax_data = ctx_pax(self.ctx);
+        let ext = PaxInfo::read(&entry, pax_data.as_deref(), &raw_name).map_err(ArchiveError::Corrupt)?;
         let header = entry.header();
         let entry_type = header.entry_type();
         let kind = match entry_type {
@@ -804,6 +893,7 @@ impl Walker<'_> {
                 mtime,
                 link_target: None,
                 link_bytes: None,
+                xattrs: Vec::new(),
             };
             sink.entry(&info, &mut io::empty())?;
             return Ok(());
@@ -851,6 +941,15 @@ impl Walker<'_> {
                 let target = link_raw.unwrap_or_default();
                 if target.is_empty() {
                     return Err(ArchiveError::UnsafePath { entry: shown, why: "symlink with an empty target".into() });
+                }
+                if target.len() > MAX_SYMLINK_TARGET {
+                    return Err(ArchiveError::UnsafePath {
+                        entry: shown,
+                        why: format!(
+                            "symlink target of {} bytes; Linux holds at most {MAX_SYMLINK_TARGET} (PATH_MAX)",
+                            target.len()
+                        ),
+                    });
                 }
                 link_target = Some(lossy(&target));
                 link_bytes = Some(target);
@@ -919,6 +1018,7 @@ impl Walker<'_> {
             mtime,
             link_target,
             link_bytes,
+            xattrs: ext.xattrs,
         };
         let mut content = Content { entry: &mut entry, left: size, failed: None };
         let sunk = sink.entry(&info, &mut content);
@@ -1051,29 +1151,52 @@ fn type_name(t: EntryType) -> String {
     }
 }
 
+/// The raw pax header of the entry the walker is at.
+fn ctx_pax(ctx: &Ctx<'_>) -> Option<Vec<u8>> {
+    ctx.current_pax.borrow_mut().take()
+}
+
 /// What the pax records of an entry say, after consistency checks.
 struct PaxInfo {
     mtime: Option<i64>,
     sparse: bool,
+    xattrs: Vec<Xattr>,
 }
 
 impl PaxInfo {
-    fn read<R: Read>(entry: &mut tar::Entry<'_, R>, name: &[u8]) -> Result<PaxInfo, String> {
-        let mut info = PaxInfo { mtime: None, sparse: false };
+    /// Reads the entry's pax header (`data`, raw) record by record.
+    ///
+    /// # Security
+    ///
+    /// The records are read by their lengths ([`pax::records`]), as GNU tar
+    /// reads them, and the `tar` crate's own (newline-split) reading of the
+    /// keys it acts on (`path`, `linkpath`, `size`, `uid`, `gid`) must agree,
+    /// so no reader sees another entry than the walker checked. Keywords may
+    /// not repeat; numeric values must parse; extended attributes are
+    /// bounded in number ([`xattr::MAX_PER_ENTRY`]) and size
+    /// ([`xattr::MAX_VALUE`] each), their names checked by
+    /// [`xattr::check_name`] after decoding, and not repeated once decoded.
+    fn read<R: Read>(entry: &tar::Entry<'_, R>, data: Option<&[u8]>, name: &[u8]) -> Result<PaxInfo, String> {
+        let mut info = PaxInfo { mtime: None, sparse: false, xattrs: Vec::new() };
         let link = entry.link_name_bytes().map(|l| l.into_owned());
         let header_size = entry.header().entry_size().unwrap_or(0);
         let shown = lossy(name);
-        let Some(exts) = entry.pax_extensions().map_err(|e| format!("entry {shown:?}: {e}"))? else {
+        let Some(data) = data else {
             return Ok(info);
         };
-        let mut keys: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-        for ext in exts {
-            let ext = ext.map_err(|_| format!("entry {shown:?}: malformed pax extended header record"))?;
-            let key = ext.key_bytes();
-            if !keys.insert(key.to_vec()) {
+        let records = pax::records(data).map_err(|e| format!("entry {shown:?}: {e}"))?;
+        if pax::crate_view(data) != pax::exact_view(&records) {
+            return Err(format!(
+                "entry {shown:?}: its pax extended header reads differently depending on the reader (a record value holds a newline followed by what looks like another record)"
+            ));
+        }
+        let mut keys: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        let mut xattr_names: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        for rec in &records {
+            let (key, value) = (rec.key, rec.value);
+            if !keys.insert(key) {
                 return Err(format!("entry {shown:?}: pax record {:?} appears twice", lossy(key)));
             }
-            let value = ext.value_bytes();
             let bad = || format!("entry {shown:?}: invalid pax {} value {:?}", lossy(key), lossy(value));
             match key {
                 b"path" if value != name => {
@@ -1098,7 +1221,25 @@ impl PaxInfo {
                 }
                 b"mtime" => info.mtime = Some(parse_pax_time(value).ok_or_else(bad)?),
                 _ if key.starts_with(b"GNU.sparse.") => info.sparse = true,
-                _ => {}
+                _ => {
+                    let Some(xname) = pax::xattr_name(key) else { continue };
+                    xattr::check_name(&xname).map_err(|why| format!("entry {shown:?}: {why}"))?;
+                    if value.len() > xattr::MAX_VALUE {
+                        return Err(format!(
+                            "entry {shown:?}: extended attribute {} has a value of {} bytes (the limit is {})",
+                            lossy(&xname),
+                            value.len(),
+                            xattr::MAX_VALUE
+                        ));
+                    }
+                    if info.xattrs.len() == xattr::MAX_PER_ENTRY {
+                        return Err(format!("entry {shown:?}: more than {} extended attributes", xattr::MAX_PER_ENTRY));
+                    }
+                    if !xattr_names.insert(xname.clone()) {
+                        return Err(format!("entry {shown:?}: extended attribute {} appears twice", lossy(&xname)));
+                    }
+                    info.xattrs.push(Xattr { name: xname, value: value.to_vec() });
+                }
             }
         }
         Ok(info)
@@ -1427,7 +1568,7 @@ mod tests {
     fn written(compression: Compression) -> Vec<u8> {
         let mut w = ArchiveWriter::new(Vec::new(), compression).unwrap();
         let json = manifest_json(1, &[(0, "data")]);
-        let m = EntryMeta { mode: 0o644, uid: 0, gid: 0, mtime: 1 };
+        let m = EntryMeta { mode: 0o644, uid: 0, gid: 0, mtime: 1, xattrs: &[] };
         w.append_file(b"volsnap.json", &m, json.len() as u64, &mut &json[..]).unwrap();
         w.append_dir(b"volumes/0", &m).unwrap();
         let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
@@ -1586,6 +1727,86 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(matches!(&err, ArchiveError::Corrupt(m) if m.contains("limit")), "{err}");
+    }
+
+    #[test]
+    fn names_longer_than_name_max_are_refused() {
+        let n = |len: usize| format!("volumes/0/{}", "a".repeat(len));
+        check(with(vec![pax(&[("path", &n(255))]), e("x", b'0', b"x")])).unwrap();
+        let err = check(with(vec![pax(&[("path", &n(256))]), e("x", b'0', b"x")])).unwrap_err();
+        assert!(matches!(&err, ArchiveError::UnsafePath { why, .. } if why.contains("NAME_MAX")), "{err}");
+        // Hard link targets go through the same check.
+        let long_target = format!("volumes/0/{}", "b".repeat(256));
+        let err = check(with(vec![pax(&[("linkpath", &long_target)]), link("volumes/0/h", b'1', "x")])).unwrap_err();
+        assert!(matches!(&err, ArchiveError::BadHardlink { why, .. } if why.contains("NAME_MAX")), "{err}");
+        let target = "t".repeat(MAX_SYMLINK_TARGET + 1);
+        let err = check(with(vec![pax(&[("linkpath", &target)]), link("volumes/0/s", b'2', "t")])).unwrap_err();
+        assert!(matches!(&err, ArchiveError::UnsafePath { why, .. } if why.contains("PATH_MAX")), "{err}");
+    }
+
+    #[test]
+    fn zstd_window_is_read_from_the_frame_header() {
+        // Window descriptor: exponent 21 - 10 = 11, mantissa 0 -> 2 MiB.
+        assert_eq!(zstd_window_size(&[0x28, 0xb5, 0x2f, 0xfd, 0x04, 11 << 3]), Some(2 << 20));
+        // Mantissa 4: 1.5 times the base.
+        assert_eq!(zstd_window_size(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, (21 << 3) | 4]), Some(3 << 30));
+        // Single segment, 2-byte content size: value + 256.
+        assert_eq!(zstd_window_size(&[0x28, 0xb5, 0x2f, 0xfd, 0x60, 0x10, 0x00]), Some(0x10 + 256));
+        assert_eq!(zstd_window_size(&[0x28, 0xb5, 0x2f, 0xfd]), None);
+        // volsnap's own archives fit the cap at every level it writes.
+        let mut f = Files::new();
+        for level in [1, 3, 19] {
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), level).unwrap();
+            enc.include_checksum(true).unwrap();
+            std::io::Write::write_all(&mut enc, &zstd::decode_all(&written(Compression::Zstd)[..]).unwrap()).unwrap();
+            verify(&f.put(&enc.finish().unwrap()), &VerifyLimits::default()).unwrap();
+        }
+        // A frame asking for 64 MiB is refused with the window named.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.window_log(26).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        std::io::Write::write_all(&mut enc, &zstd::decode_all(&written(Compression::Zstd)[..]).unwrap()).unwrap();
+        let err = verify(&f.put(&enc.finish().unwrap()), &VerifyLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::WindowTooLarge { needed_mib: 64, cap_mib: 32 }), "{err}");
+    }
+
+    fn pax_bytes(records: &[(&str, &[u8])]) -> E {
+        let mut data = Vec::new();
+        for (k, v) in records {
+            crate::engine::archive::writer::pax_record(&mut data, k, v);
+        }
+        pax_entry(&data)
+    }
+
+    /// Extended attribute records are untrusted input like names: checked
+    /// names, bounded values and counts, no repeats once decoded, and no
+    /// header that the tar crate would read differently.
+    #[test]
+    fn hostile_xattr_records_are_refused() {
+        check(with(vec![
+            pax_bytes(&[("SCHILY.xattr.user.a", b"\n\0binary\n"), ("SCHILY.xattr.security.capability", b"x")]),
+            e("volumes/0/x", b'0', b"x"),
+        ]))
+        .unwrap();
+        let big = vec![1u8; crate::engine::xattr::MAX_VALUE + 1];
+        let many: Vec<(String, Vec<u8>)> =
+            (0..=crate::engine::xattr::MAX_PER_ENTRY).map(|i| (format!("SCHILY.xattr.user.{i}"), Vec::new())).collect();
+        let many: Vec<(&str, &[u8])> = many.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        let cases: Vec<(E, &str)> = vec![
+            (pax_bytes(&[("SCHILY.xattr.system.nfs4_acl", b"x")]), "outside the namespaces"),
+            (pax_bytes(&[("SCHILY.xattr.user.", b"x")]), "only a namespace"),
+            (pax_bytes(&[("SCHILY.xattr.", b"x")]), "outside the namespaces"),
+            (pax_bytes(&[("SCHILY.xattr.user.a\0b", b"x")]), "NUL"),
+            (pax_bytes(&[("SCHILY.xattr.user.big", &big)]), "65537 bytes"),
+            (pax_bytes(&many), "more than 1024 extended attributes"),
+            (pax_bytes(&[("SCHILY.xattr.user.a%", b"1"), ("SCHILY.xattr.user.a%25", b"2")]), "appears twice"),
+            // A value whose second line is a `path` record for the tar crate.
+            (pax_bytes(&[("SCHILY.xattr.user.a", b"x\n23 path=volumes/0/evil")]), "reads differently"),
+        ];
+        for (hdr, want) in cases {
+            let err = check(with(vec![hdr, e("volumes/0/x", b'0', b"x")])).expect_err(want);
+            assert!(matches!(&err, ArchiveError::Corrupt(m) if m.contains(want)), "{want}: {err}");
+        }
     }
 
     #[test]

@@ -19,6 +19,11 @@
 //!   11-digit octal range go in pax `size`/`uid`/`gid`/`mtime` records, with
 //!   0 in the header field.
 //! - Numeric owners only (no uname/gname), whole-second mtimes.
+//! - Extended attributes go in pax `SCHILY.xattr.<name>` records, as GNU tar
+//!   `--xattrs` writes them (name with `%` and `=` percent-encoded, value as
+//!   raw bytes), after every other record: the `tar` crate splits records on
+//!   newlines, and a binary value read that way must not hide a `size` or
+//!   `path` record it would otherwise find first.
 
 use std::borrow::Cow;
 use std::io::{self, BufWriter, Read, Write};
@@ -26,7 +31,9 @@ use std::io::{self, BufWriter, Read, Write};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
+use super::pax;
 use crate::api::Compression;
+use crate::engine::xattr::Xattr;
 
 const BLOCK: usize = 512;
 /// Largest value of an 11-digit octal field (size, mtime).
@@ -82,7 +89,7 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// Metadata recorded for an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct EntryMeta {
+pub struct EntryMeta<'a> {
     /// Permission bits, setuid/setgid/sticky included (masked to 0o7777).
     pub mode: u32,
     /// Numeric owner.
@@ -91,6 +98,10 @@ pub struct EntryMeta {
     pub gid: u64,
     /// Modification time, whole seconds since the epoch (may be negative).
     pub mtime: i64,
+    /// Extended attributes, in the order they are written. The caller keeps
+    /// only values that read the same in every pax reader
+    /// ([`super::pax::reads_the_same_everywhere`]).
+    pub xattrs: &'a [Xattr],
 }
 
 enum Compressor<W: Write> {
@@ -228,7 +239,7 @@ impl<W: Write> ArchiveWriter<W> {
             check_name("link target", link)?;
         }
         let mut header = Header::new_ustar();
-        let mut pax: Vec<(&'static str, Cow<'_, [u8]>)> = Vec::new();
+        let mut pax: Vec<PaxRecord<'_>> = Vec::new();
         let mut long_path_records: Vec<(&'static str, &[u8])> = Vec::new();
 
         {
@@ -271,25 +282,25 @@ impl<W: Write> ArchiveWriter<W> {
             header.set_uid(meta.uid);
         } else {
             header.set_uid(0);
-            pax.push(("uid", Cow::Owned(meta.uid.to_string().into_bytes())));
+            pax.push((Cow::Borrowed(b"uid"), Cow::Owned(meta.uid.to_string().into_bytes())));
         }
         if meta.gid <= MAX_OCTAL_7 {
             header.set_gid(meta.gid);
         } else {
             header.set_gid(0);
-            pax.push(("gid", Cow::Owned(meta.gid.to_string().into_bytes())));
+            pax.push((Cow::Borrowed(b"gid"), Cow::Owned(meta.gid.to_string().into_bytes())));
         }
         if size <= MAX_OCTAL_11 {
             header.set_size(size);
         } else {
             header.set_size(0);
-            pax.push(("size", Cow::Owned(size.to_string().into_bytes())));
+            pax.push((Cow::Borrowed(b"size"), Cow::Owned(size.to_string().into_bytes())));
         }
         match u64::try_from(meta.mtime) {
             Ok(m) if m <= MAX_OCTAL_11 => header.set_mtime(m),
             _ => {
                 header.set_mtime(0);
-                pax.push(("mtime", Cow::Owned(meta.mtime.to_string().into_bytes())));
+                pax.push((Cow::Borrowed(b"mtime"), Cow::Owned(meta.mtime.to_string().into_bytes())));
             }
         }
         header.set_entry_type(kind);
@@ -298,12 +309,15 @@ impl<W: Write> ArchiveWriter<W> {
         // path/linkpath last: the `tar` crate stops looking for numeric
         // records at the first record it cannot parse.
         for (k, v) in long_path_records {
-            pax.push((k, Cow::Borrowed(v)));
+            pax.push((Cow::Borrowed(k.as_bytes()), Cow::Borrowed(v)));
+        }
+        for x in meta.xattrs {
+            pax.push((Cow::Owned(pax::xattr_key(&x.name)), Cow::Borrowed(&x.value)));
         }
         if !pax.is_empty() {
             let mut data = Vec::new();
             for (k, v) in &pax {
-                pax_record(&mut data, k, v);
+                pax::record(&mut data, k, v);
             }
             let mut xh = Header::new_ustar();
             xh.as_ustar_mut().expect("ustar header").name[..14].copy_from_slice(b"././@PaxHeader");
@@ -340,6 +354,9 @@ impl<W: Write> ArchiveWriter<W> {
     }
 }
 
+/// A pax record to write: keyword and value.
+type PaxRecord<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
 fn check_name(what: &str, name: &[u8]) -> io::Result<()> {
     if name.is_empty() || name.contains(&0) {
         return Err(io::Error::new(
@@ -375,49 +392,24 @@ fn ustar_split(name: &[u8]) -> Option<Option<usize>> {
         .map(Some)
 }
 
-/// Appends one pax record `"<len> <key>=<value>\n"`, `len` counting itself.
+/// Appends one pax record `"<len> <key>=<value>\n"` (tests build raw headers with it).
+#[cfg(test)]
 pub(crate) fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
-    let base = key.len() + value.len() + 3;
-    let mut len = base + 1;
-    loop {
-        let total = base + len.to_string().len();
-        if total == len {
-            break;
-        }
-        len = total;
-    }
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(key.as_bytes());
-    out.push(b'=');
-    out.extend_from_slice(value);
-    out.push(b'\n');
+    pax::record(out, key.as_bytes(), value);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn meta() -> EntryMeta {
-        EntryMeta { mode: 0o644, uid: 1000, gid: 1000, mtime: 1_700_000_000 }
+    fn meta() -> EntryMeta<'static> {
+        EntryMeta { mode: 0o644, uid: 1000, gid: 1000, mtime: 1_700_000_000, xattrs: &[] }
     }
 
     fn gunzip(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(data).read_to_end(&mut out).unwrap();
         out
-    }
-
-    #[test]
-    fn pax_record_length_counts_itself() {
-        for vlen in [0usize, 1, 5, 6, 7, 90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100, 989, 990, 995, 996, 1000] {
-            let mut out = Vec::new();
-            let value = vec![b'a'; vlen];
-            pax_record(&mut out, "path", &value);
-            let sp = out.iter().position(|&b| b == b' ').unwrap();
-            let len: usize = std::str::from_utf8(&out[..sp]).unwrap().parse().unwrap();
-            assert_eq!(len, out.len(), "value length {vlen}");
-        }
     }
 
     #[test]
@@ -448,7 +440,7 @@ mod tests {
         let long: Vec<u8> = [b"volumes/0/".as_slice(), &[b'x'; 200], b"/", &[b'y'; 200]].concat();
         let newline_long: Vec<u8> = [b"volumes/0/".as_slice(), &[b'n'; 120], b"\nz"].concat();
         let binary = b"volumes/0/caf\xe9".to_vec();
-        let big = EntryMeta { mode: 0o4755, uid: 4_000_000_000, gid: 3_000_000, mtime: -5 };
+        let big = EntryMeta { mode: 0o4755, uid: 4_000_000_000, gid: 3_000_000, mtime: -5, xattrs: &[] };
         w.append_dir(b"volumes/0", &meta()).unwrap();
         w.append_file(&long, &meta(), 3, &mut &b"abc"[..]).unwrap();
         w.append_file(&newline_long, &big, 0, &mut io::empty()).unwrap();
