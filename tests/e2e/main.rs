@@ -14,6 +14,7 @@ mod faults;
 mod hostile;
 mod invalid;
 mod lifecycle;
+mod manifests;
 mod restore;
 mod rss;
 mod selftest;
