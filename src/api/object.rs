@@ -156,6 +156,15 @@ impl Object {
         if let Err(e) = super::validate::dns_subdomain(&name) {
             return Err(ParseError::Unidentifiable(format!("{kind_name}: metadata.name {name:?}: {e}")));
         }
+        // Nor a name too long for the status file named after it.
+        if name.len() > super::validate::MAX_OBJECT_NAME {
+            return Err(ParseError::Unidentifiable(format!(
+                "{kind_name}: metadata.name must be at most {} characters, found {}: volsnap keeps each object's status in a file named after it, and file names are limited to {} bytes",
+                super::validate::MAX_OBJECT_NAME,
+                name.len(),
+                super::validate::NAME_MAX
+            )));
+        }
         if let Err(e) = super::validate::dns_label(&namespace) {
             return Err(ParseError::Unidentifiable(format!(
                 "{kind_name} {name}: metadata.namespace {namespace:?}: {e}"

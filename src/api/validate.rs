@@ -10,23 +10,74 @@ use super::{RestoreQuiesce, SnapshotSource};
 /// A field path and what is wrong with it.
 pub type FieldError = (String, String);
 
+/// Longest file name Linux file systems accept (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
+/// Longest pid in a temporary file name (`pid_max` is at most 2^22).
+const PID_DIGITS: usize = 7;
+
+/// Longest object name volsnap can keep a status file for: the temporary
+/// file of its atomic replace is `.<name>.yaml.<pid>.tmp`.
+pub const MAX_OBJECT_NAME: usize = NAME_MAX - (".".len() + ".yaml".len() + ".".len() + PID_DIGITS + ".tmp".len());
+
+/// Longest snapshot name volsnap can name archive files after: the longest
+/// is the temporary file of the checksum of a zstd archive renamed beside a
+/// retained one, `.<name>-<uid8>.tar.zst.sha256.<pid>.tmp` (`.partial` and
+/// the status file are shorter).
+pub const MAX_SNAPSHOT_NAME: usize =
+    NAME_MAX - (".".len() + "-".len() + 8 + ".tar.zst".len() + ".sha256".len() + ".".len() + PID_DIGITS + ".tmp".len());
+
+/// The suffix of a restore's pre-restore snapshot.
+const PRE_RESTORE_SUFFIX: &str = "-pre-restore";
+
+/// Longest restore name while `keepPreRestore` is true: the replaced data
+/// becomes the snapshot `<restore>-pre-restore`.
+pub const MAX_RESTORE_NAME_KEEPING: usize = MAX_SNAPSHOT_NAME - PRE_RESTORE_SUFFIX.len();
+
+/// Longest schedule name: its snapshots are `<schedule>-<yyyymmddhhmmss>`.
+pub const MAX_SCHEDULE_NAME: usize = MAX_SNAPSHOT_NAME - "-yyyymmddhhmmss".len();
+
 /// Validates a parsed object.
 pub fn object(obj: &Object) -> Result<(), FieldError> {
+    let name = obj.meta().name.as_deref().unwrap_or_default();
     match obj {
-        Object::Snapshot(s) => snapshot_spec("spec", &s.spec),
-        Object::Restore(r) => restore_spec("spec", &r.spec),
-        Object::Schedule(s) => {
-            let name = s.metadata.name.as_deref().unwrap_or_default();
-            // Created snapshots are named <schedule>-<yyyymmddhhmmss>.
-            if name.len() > 253 - 15 {
-                return Err((
-                    "metadata.name".into(),
-                    "must be at most 238 characters: snapshots are named <schedule>-<yyyymmddhhmmss>".into(),
-                ));
+        Object::Snapshot(s) => {
+            name_fits(
+                name,
+                MAX_SNAPSHOT_NAME,
+                "the archive files named after it (<name>-<uid>.tar.zst.sha256 and its temporary file)",
+            )?;
+            snapshot_spec("spec", &s.spec)
+        }
+        Object::Restore(r) => {
+            if r.spec.keep_pre_restore {
+                name_fits(
+                    name,
+                    MAX_RESTORE_NAME_KEEPING,
+                    "with keepPreRestore true, the snapshot <name>-pre-restore and its archive files",
+                )?;
             }
+            restore_spec("spec", &r.spec)
+        }
+        Object::Schedule(s) => {
+            name_fits(name, MAX_SCHEDULE_NAME, "its snapshots <name>-<yyyymmddhhmmss> and their archive files")?;
             schedule_spec("spec", &s.spec)
         }
     }
+}
+
+/// Refuses a name longer than `max`, saying what would not fit.
+fn name_fits(name: &str, max: usize, what: &str) -> Result<(), FieldError> {
+    if name.len() <= max {
+        return Ok(());
+    }
+    Err((
+        "metadata.name".into(),
+        format!(
+            "must be at most {max} characters, found {}: {what} must fit the {NAME_MAX}-byte file name limit",
+            name.len()
+        ),
+    ))
 }
 
 /// Validates a snapshot spec; `at` is the path of the spec itself.
@@ -258,6 +309,34 @@ mod tests {
         assert!(host_path("srv/app").unwrap_err().contains("absolute"));
         assert!(host_path("/srv/../etc").unwrap_err().contains(".."));
         assert!(host_path("/srv/a\0b").is_err());
+    }
+
+    #[test]
+    fn name_limits_match_the_names_volsnap_derives() {
+        assert_eq!((MAX_OBJECT_NAME, MAX_SNAPSHOT_NAME), (237, 218));
+        assert_eq!((MAX_RESTORE_NAME_KEEPING, MAX_SCHEDULE_NAME), (206, 203));
+        assert_eq!(PRE_RESTORE_SUFFIX, crate::engine::restore::PRE_RESTORE_SUFFIX);
+        // The longest names volsnap derives at these limits can be created.
+        let dir = tempfile::tempdir().unwrap();
+        let pid = "4194304";
+        let snap = "s".repeat(MAX_SNAPSHOT_NAME);
+        let restore_snap = format!("{}{PRE_RESTORE_SUFFIX}", "r".repeat(MAX_RESTORE_NAME_KEEPING));
+        let scheduled = format!("{}-20261123100000", "c".repeat(MAX_SCHEDULE_NAME));
+        for name in [&snap, &restore_snap, &scheduled] {
+            assert_eq!(name.len(), MAX_SNAPSHOT_NAME);
+            for file in [
+                format!(".{name}-0123abcd.tar.zst.sha256.{pid}.tmp"),
+                format!(".{name}-0123abcd.tar.zst.partial"),
+                format!(".{name}.yaml.{pid}.tmp"),
+            ] {
+                std::fs::write(dir.path().join(&file), b"").unwrap_or_else(|e| panic!("{file}: {e}"));
+            }
+        }
+        let status = format!(".{}.yaml.{pid}.tmp", "o".repeat(MAX_OBJECT_NAME));
+        std::fs::write(dir.path().join(status), b"").unwrap();
+        // One more character would not fit.
+        let over = format!(".{}-0123abcd.tar.zst.sha256.{pid}.tmp", "s".repeat(MAX_SNAPSHOT_NAME + 1));
+        assert!(std::fs::write(dir.path().join(over), b"").is_err());
     }
 
     #[test]

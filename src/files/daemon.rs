@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::manifests::{self, Declaration};
+use super::manifests::{Declaration, Scanner};
 use super::status::StatusFiles;
 use super::watch::DirWatch;
 use crate::api::{
@@ -35,6 +35,8 @@ use crate::store::{ArchiveRecord, Store, StoreError, StoredObject};
 mod restores;
 #[path = "runtime.rs"]
 mod runtime;
+#[path = "scanning.rs"]
+mod scanning;
 
 /// Settings of `volsnap run`.
 #[derive(Clone, Debug)]
@@ -110,6 +112,7 @@ pub async fn run(
     }
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let (restore_tx, restore_rx) = mpsc::unbounded_channel();
+    let (scan_tx, scan_rx) = mpsc::unbounded_channel();
     let docker = runtime::connect(&cfg.docker);
     let workload = runtime::workload_for(docker.as_ref());
     let mut d = Daemon {
@@ -129,9 +132,22 @@ pub async fn run(
         docker_attempt: None,
         shutting_down: false,
         warned_dir: None,
+        scanner: Some(Scanner::default()),
+        scan_tx,
+        scan_again: false,
+        scanned: false,
+        settle_at: None,
     };
     d.startup_sweep()?;
-    d.main_loop(done_rx, restore_rx, shutdown).await
+    d.main_loop(done_rx, restore_rx, scan_rx, shutdown).await
+}
+
+/// Resolves at `at` (never, without one).
+async fn settle_wait(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Why a directory lock was not taken.
@@ -226,6 +242,15 @@ struct Daemon {
     docker_attempt: Option<std::time::Instant>,
     shutting_down: bool,
     warned_dir: Option<String>,
+    /// The manifest scanner and its cache; `None` while a scan runs.
+    scanner: Option<Scanner>,
+    scan_tx: mpsc::UnboundedSender<scanning::ScanDone>,
+    /// Another scan was asked for while one ran.
+    scan_again: bool,
+    /// A scan has been applied since start-up.
+    scanned: bool,
+    /// When a file whose removals wait for it to settle may have settled.
+    settle_at: Option<std::time::Instant>,
 }
 
 type Result2<T> = Result<T, StoreError>;
@@ -277,6 +302,7 @@ impl Daemon {
         &mut self,
         mut done_rx: mpsc::UnboundedReceiver<Done>,
         mut restore_rx: mpsc::UnboundedReceiver<restores::RestoreDone>,
+        mut scan_rx: mpsc::UnboundedReceiver<scanning::ScanDone>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<RunOutcome, DaemonError> {
         let (mut watch, mut events) = if self.cfg.once {
@@ -289,9 +315,9 @@ impl Daemon {
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut progress_tick = tokio::time::interval(Duration::from_secs(1));
         tokio::pin!(shutdown);
-        self.sync()?;
+        self.request_scan();
         loop {
-            if self.cfg.once && self.idle() && !self.has_startable_work()? {
+            if self.cfg.once && self.settled() && self.idle() && !self.has_startable_work()? {
                 return Ok(self.once_outcome()?);
             }
             if self.shutting_down && self.idle() {
@@ -312,13 +338,13 @@ impl Daemon {
                 Some(done) = restore_rx.recv() => {
                     self.finish_restore(done)?;
                     if !self.shutting_down {
-                        self.sync()?;
+                        self.request_scan();
                     }
                 }
                 Some(done) = done_rx.recv() => {
                     self.finish(done)?;
                     if !self.shutting_down {
-                        self.sync()?;
+                        self.request_scan();
                     }
                 }
                 Some(()) = events.recv() => {
@@ -326,7 +352,7 @@ impl Daemon {
                     tokio::time::sleep(Duration::from_millis(150)).await;
                     while events.try_recv().is_ok() {}
                     if !self.shutting_down {
-                        self.sync()?;
+                        self.request_scan();
                     }
                 }
                 _ = resync.tick() => {
@@ -337,7 +363,15 @@ impl Daemon {
                         // Journal rows left by operations that could not
                         // finish (a runtime down, a refused target).
                         self.recover_interrupted()?;
-                        self.sync()?;
+                        self.request_scan();
+                    }
+                }
+                Some(done) = scan_rx.recv() => self.scan_done(done)?,
+                _ = settle_wait(self.settle_at), if self.settle_at.is_some() => {
+                    // A file whose removals waited may have settled.
+                    self.settle_at = None;
+                    if !self.shutting_down {
+                        self.request_scan();
                     }
                 }
                 _ = progress_tick.tick() => self.report_progress()?,
@@ -361,6 +395,12 @@ impl Daemon {
         !self.cfg.once && status_reason(&stored.object, stored.key.kind) == Some(reasons::DOCKER_UNAVAILABLE)
     }
 
+    /// `--once`: the manifests have been scanned, no scan is pending, and no
+    /// removal waits for its file to settle.
+    fn settled(&self) -> bool {
+        self.scanned && self.scan_idle() && self.settle_at.is_none()
+    }
+
     /// No capture or restore is in flight.
     fn idle(&self) -> bool {
         self.running.is_empty() && self.restores.is_empty()
@@ -381,67 +421,6 @@ impl Daemon {
             tracing::error!(object = %stored.key, error = %e, "Could not write status file");
         }
         Ok(())
-    }
-
-    /// One level-triggered pass over the manifests directory.
-    fn sync(&mut self) -> Result2<()> {
-        let scan = manifests::scan(&self.cfg.manifests);
-        if let Some(why) = &scan.dir_unavailable {
-            if self.warned_dir.as_deref() != Some(why) {
-                tracing::warn!("{why}; keeping every object as it is until it is back");
-                self.warned_dir = Some(why.clone());
-            }
-            return Ok(());
-        }
-        if self.warned_dir.take().is_some() {
-            tracing::info!(dir = %self.cfg.manifests.display(), "Manifests directory is readable again");
-        }
-        let mut file_errors = scan.file_errors.clone();
-        let mut stored: BTreeMap<ObjectKey, StoredObject> =
-            self.store.objects(None, None)?.into_iter().map(|o| (o.key.clone(), o)).collect();
-        for (key, decls) in &scan.declared {
-            let existing = stored.remove(key);
-            let winner = existing
-                .as_ref()
-                .and_then(|e| decls.iter().find(|d| Some(&d.file) == e.manifest_file.as_ref()))
-                .unwrap_or(&decls[0]);
-            for other in decls.iter().filter(|d| !std::ptr::eq(*d, winner)) {
-                file_errors.entry(other.file.clone()).or_default().push(format!(
-                    "document {}: conflict: {key} is already declared in {}; this declaration is ignored",
-                    other.doc, winner.file
-                ));
-            }
-            self.apply(key, winner, existing)?;
-        }
-        // Objects no longer declared anywhere. Objects volsnap made itself
-        // (pre-restore snapshots) go last, once their owners' fate is known.
-        let (made, declared): (Vec<_>, Vec<_>) = stored.into_iter().partition(|(_, o)| o.manifest_file.is_none());
-        for (key, obj) in declared {
-            if obj.manifest_file.as_ref().is_some_and(|f| scan.unparsable.contains(f)) {
-                continue; // its file is being edited or broken: keep the object
-            }
-            self.delete(&key, obj)?;
-        }
-        for (key, obj) in made {
-            if !self.owner_exists(&obj)? {
-                self.delete(&key, obj)?;
-            }
-        }
-        self.report_files(&file_errors);
-        self.start_work()
-    }
-
-    fn report_files(&self, file_errors: &BTreeMap<String, Vec<String>>) {
-        let now = Time::now().to_string();
-        for (file, errors) in file_errors {
-            tracing::warn!(file, errors = ?errors, "Manifest file has problems; see status/_invalid");
-            if let Err(e) = self.status.write_invalid(file, errors, &now) {
-                tracing::error!(file, error = %e, "Could not write invalid-manifest report");
-            }
-        }
-        if let Err(e) = self.status.retain_invalid(&|f| file_errors.contains_key(f)) {
-            tracing::error!(error = %e, "Could not clean up invalid-manifest reports");
-        }
     }
 
     /// Brings one declared object into the store.

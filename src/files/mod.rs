@@ -6,5 +6,6 @@ pub mod daemon;
 pub mod manifests;
 pub mod status;
 mod watch;
+pub mod yaml;
 
 pub use daemon::{Config, DaemonError, RunOutcome, run};

@@ -16,6 +16,7 @@ mod hardening;
 mod hostile;
 mod invalid;
 mod lifecycle;
+mod manifests;
 mod races;
 mod restore;
 mod rss;
