@@ -137,6 +137,7 @@ pub async fn run(
         scan_again: false,
         scanned: false,
         settle_at: None,
+        gone_since: HashMap::new(),
     };
     d.startup_sweep()?;
     d.main_loop(done_rx, restore_rx, scan_rx, shutdown).await
@@ -251,6 +252,11 @@ struct Daemon {
     scanned: bool,
     /// When a file whose removals wait for it to settle may have settled.
     settle_at: Option<std::time::Instant>,
+    /// Manifest files missing from the listing, since when: their objects
+    /// are deleted once a file has stayed gone for the settle period, so a
+    /// file replaced non-atomically (`git checkout`, `rsync`, a deploy
+    /// swapping directories) deletes nothing.
+    gone_since: HashMap<String, std::time::Instant>,
 }
 
 type Result2<T> = Result<T, StoreError>;

@@ -94,6 +94,7 @@ impl Daemon {
         // (pre-restore snapshots) go last, once their owners' fate is known.
         let (made, declared): (Vec<_>, Vec<_>) = stored.into_iter().partition(|(_, o)| o.manifest_file.is_none());
         self.settle_at = None;
+        self.gone_since.retain(|f, _| !scan.files.contains_key(f));
         for (key, obj) in declared {
             self.remove_undeclared(scan, key, obj, &mut file_errors)?;
         }
@@ -118,8 +119,26 @@ impl Daemon {
     ) -> Result2<()> {
         let file = obj.manifest_file.clone().unwrap_or_default();
         match scan.files.get(&file) {
-            // Gone from a readable listing, or complete and settled.
-            None | Some(Removals::Allowed) => self.delete(&key, obj)?,
+            // Complete and settled.
+            Some(Removals::Allowed) => self.delete(&key, obj)?,
+            // Gone from a readable listing: for the settle period, or just now.
+            None => {
+                let first_seen = !self.gone_since.contains_key(&file);
+                let since = *self.gone_since.entry(file.clone()).or_insert_with(Instant::now);
+                if since.elapsed() >= SETTLE {
+                    self.delete(&key, obj)?;
+                } else {
+                    if first_seen {
+                        tracing::info!(
+                        object = %key,
+                        file,
+                        "{file} is gone; deleting {key} if it stays gone for {}s (a file being replaced comes back)",
+                        SETTLE.as_secs()
+                    );
+                    }
+                    self.wake_at(since + SETTLE);
+                }
+            }
             Some(Removals::After(at)) => {
                 tracing::info!(
                     object = %key,
@@ -127,7 +146,7 @@ impl Daemon {
                     "{file} no longer declares {key}, but changed less than {}s ago (a save may be in progress): keeping it, and deleting it if the file stays unchanged",
                     SETTLE.as_secs()
                 );
-                self.settle_at = Some(self.settle_at.map_or(*at, |t: Instant| t.min(*at)));
+                self.wake_at(*at);
             }
             Some(Removals::Held(Hold::NoFinalNewline)) => file_errors.entry(file.clone()).or_default().push(format!(
                 "{key} is no longer declared in {file}, but the file does not end with a line break, as a save cut short would not: {key} is kept until the file ends with one (or is removed)"
@@ -135,6 +154,11 @@ impl Daemon {
             Some(Removals::Held(Hold::Reported | Hold::Vanished)) => {}
         }
         Ok(())
+    }
+
+    /// Asks for a scan at `at`, when a held removal may be decided.
+    fn wake_at(&mut self, at: Instant) {
+        self.settle_at = Some(self.settle_at.map_or(at, |t: Instant| t.min(at)));
     }
 
     fn report_files(&self, file_errors: &BTreeMap<String, Vec<String>>) {

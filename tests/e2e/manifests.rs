@@ -343,3 +343,40 @@ fn names_too_long_to_store_are_refused() {
     assert!(report.contains("metadata.name") && report.contains("237"), "{report}");
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
 }
+
+#[test]
+fn a_manifest_replaced_non_atomically_deletes_nothing() {
+    // `git checkout`, `rsync` and deploys that swap directories remove a
+    // file and write it again: a scan in between sees it gone.
+    let env = Env::new();
+    let d = env.data_dir("vol");
+    fs::write(d.join("f"), b"data").unwrap();
+    env.write_manifest("app.yaml", &delete_policy("app", &d));
+    let daemon = env.start(&[]);
+    let archives = completed(&env, &["app"]);
+    let uid = env.status(SNAPSHOTS, "app").unwrap()["metadata"]["uid"].clone();
+    env.remove_manifest("app.yaml");
+    wait_for("the daemon to see the file gone", TIMEOUT, || {
+        if daemon.log_text().contains("app.yaml is gone") || !archives[0].exists() { Ok(()) } else { Err(env.logs()) }
+    });
+    assert!(archives[0].is_file(), "a file gone for a moment deleted the archive\n{}", env.logs());
+    env.write_manifest("app.yaml", &delete_policy("app", &d));
+    kept(&env, &["app"], BEYOND_SETTLE);
+    assert_eq!(env.status(SNAPSHOTS, "app").unwrap()["metadata"]["uid"], uid, "the same object, not a new one");
+}
+
+#[test]
+fn a_manifest_gone_for_the_settle_period_deletes_its_object() {
+    let env = Env::new();
+    let d = env.data_dir("vol");
+    fs::write(d.join("f"), b"data").unwrap();
+    env.write_manifest("app.yaml", &delete_policy("app", &d));
+    let _daemon = env.start(&[]);
+    let archives = completed(&env, &["app"]);
+    env.remove_manifest("app.yaml");
+    let start = Instant::now();
+    wait_for("the object and its archive deleted", TIMEOUT, || {
+        if env.status(SNAPSHOTS, "app").is_none() && !archives[0].exists() { Ok(()) } else { Err(env.logs()) }
+    });
+    assert!(start.elapsed() >= SETTLE - Duration::from_millis(500), "deleted after {:?}", start.elapsed());
+}
