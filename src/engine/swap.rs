@@ -76,7 +76,10 @@ pub fn rename_noreplace_at(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io:
         // directory is under the restore's lock, so the window is ours.
         Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP) => {
             if dir_id_at(dir, to)?.is_some() {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", to.display())));
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists", std::path::Path::new(to).display()),
+                ));
             }
             Ok(rustix::fs::renameat(dir, from, dir, to)?)
         }
