@@ -51,7 +51,7 @@ pub struct Config {
     pub once: bool,
     /// Full rescan interval (file events get lost).
     pub resync_interval: Duration,
-    /// Captures running at once.
+    /// Captures running at once, and restores running at once (counted apart).
     pub max_concurrent: usize,
     /// `--docker auto|off|URL`.
     pub docker: crate::docker::DockerMode,
@@ -200,6 +200,9 @@ struct Done {
     /// What the operator should know about the quiesce (containers removed
     /// or resumed by someone else meanwhile).
     quiesce_warnings: Vec<String>,
+    /// Docker did not answer when the held containers were to be resumed:
+    /// why. The quiesce journal keeps them for the sweep.
+    resume_pending: Option<String>,
     _guard: KeyGuard,
 }
 
@@ -290,6 +293,14 @@ impl Daemon {
         let mut progress_tick = tokio::time::interval(Duration::from_secs(1));
         tokio::pin!(shutdown);
         self.sync()?;
+        if self.cfg.once
+            && let Some(why) = &self.warned_dir
+        {
+            // Nothing can be reconciled without the declarations, and
+            // `--once` would otherwise wait for a directory nobody creates.
+            tracing::error!("{why}; --once ends without reconciling anything");
+            return Ok(RunOutcome::SomeFailed);
+        }
         loop {
             if self.cfg.once && self.idle() && !self.has_startable_work()? {
                 return Ok(self.once_outcome()?);
@@ -610,7 +621,10 @@ impl Daemon {
         if let Some(archive) = src.archive.clone() {
             return self.start_adoption(stored, s, &archive.path);
         }
-        let resolution = match self.resolve_source(&src)? {
+        // A capture that does not stop the containers reads what they use
+        // now: their binds must still be the directories they mounted.
+        let verify_live = s.spec.effective_quiesce() != crate::api::QuiesceMode::Stop;
+        let resolution = match self.resolve_source(&src, verify_live)? {
             Ok(r) => r,
             Err((reason, msg)) => {
                 let st = s.status.get_or_insert_with(Default::default);
@@ -698,6 +712,7 @@ impl Daemon {
         let compression = s.spec.compression;
         let volumes: Vec<CaptureVolume> = resolution.volumes;
         let mode = s.spec.effective_quiesce();
+        let stop_timeout = s.spec.stop_timeout_seconds;
         let quiesce_ctx = (mode != crate::api::QuiesceMode::None).then(|| {
             (self.workload.clone(), self.cfg.state.clone(), self.cfg.archives.clone(), key_for_journal(&stored))
         });
@@ -705,6 +720,7 @@ impl Daemon {
             crate::engine::fault::pause("capture:started");
             let manifest_json = serde_json::to_string(&manifest).unwrap_or_default();
             let mut quiesce_warnings = Vec::new();
+            let mut resume_pending = None;
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 // Quiesce (journaled; resumed by Drop on any exit, and by the
                 // start-up sweep after a crash), then read.
@@ -719,7 +735,7 @@ impl Daemon {
                     (Some((workload, _, _, row)), Some(store)) => {
                         let dirs: Vec<PathBuf> = volumes.iter().map(|v| v.path.clone()).collect();
                         Some(
-                            Quiesce::begin(&**workload, store, row.clone(), &dirs, mode)
+                            Quiesce::begin(&**workload, store, row.clone(), &dirs, mode, stop_timeout)
                                 .map_err(CaptureError::Quiesce)?,
                         )
                     }
@@ -736,8 +752,9 @@ impl Daemon {
                 if let Some(q) = quiesced.as_mut() {
                     match q.finish() {
                         Ok(w) => quiesce_warnings.extend(w),
+                        Err(e) if e.unreachable => resume_pending = Some(e.to_string()),
                         Err(e) => quiesce_warnings.push(format!(
-                            "resuming the quiesced containers failed ({e}); the daemon retries at its next start"
+                            "resuming the quiesced containers failed ({e}); the daemon retries at every resync"
                         )),
                     }
                 }
@@ -749,7 +766,7 @@ impl Daemon {
                     source: std::io::Error::other("capture thread panicked"),
                 })
             });
-            let _ = tx.send(Done { uid, result, manifest_json, quiesce_warnings, _guard: guard });
+            let _ = tx.send(Done { uid, result, manifest_json, quiesce_warnings, resume_pending, _guard: guard });
         });
         Ok(())
     }
@@ -805,6 +822,10 @@ impl Daemon {
                 snap::completed(st, generation, now, archive, outcome.volumes.clone(), skipped);
                 if !done.quiesce_warnings.is_empty() {
                     snap::quiesce_warnings(st, generation, now, &done.quiesce_warnings);
+                }
+                if let Some(why) = &done.resume_pending {
+                    snap::waiting_to_resume(st, generation, now, why);
+                    tracing::warn!(object = %run.key, "Captured, but the held containers wait for Docker to be resumed: {why}");
                 }
                 if let Some(src) = &s.spec.source.archive {
                     let msg = format!(
