@@ -328,6 +328,32 @@ mod tests {
         assert!(!uses(d, Path::new("/srv/app/database"), true), "a sibling with a common prefix");
     }
 
+    fn candidate(id: &str, uses: bool, owners: &[&str]) -> Candidate {
+        Candidate {
+            id: id.into(),
+            name: id.into(),
+            state: "running".into(),
+            uses,
+            owners: owners.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn namespace_sidecars_go_with_a_stopped_unit_but_not_with_a_paused_one() {
+        // side shares app's network, side2 shares side's PID namespace,
+        // other is unrelated; only app mounts the data.
+        let all = vec![
+            candidate("app", true, &[]),
+            candidate("side", false, &["app"]),
+            candidate("side2", false, &["side"]),
+            candidate("other", false, &[]),
+        ];
+        let ids = |p: Purpose| select(&all, p).into_iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(Purpose::Restore), ["app", "side", "side2"]);
+        assert_eq!(ids(Purpose::CaptureStop), ["app", "side", "side2"]);
+        assert_eq!(ids(Purpose::Capture), ["app"], "pausing app leaves its namespaces alive");
+    }
+
     #[test]
     fn dependencies_start_first() {
         // b shares a's network, c shares b's PID namespace; d is independent.

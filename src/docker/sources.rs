@@ -412,4 +412,44 @@ mod tests {
         assert!(reason("/host").contains("/ is never captured"));
         assert!(reason("/outside").contains("outside the allowed roots"));
     }
+
+    #[test]
+    fn local_volumes_with_mount_options_are_read_where_the_data_is_or_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let allowed = root.join("srv");
+        let device = allowed.join("device");
+        std::fs::create_dir_all(&device).unwrap();
+        let policy = PathPolicy::new(std::slice::from_ref(&allowed), &[]).unwrap();
+        let vol = |opts: &[(&str, &str)]| MountFacts {
+            kind: "volume".into(),
+            source: root.join("docker/volumes/v/_data").display().to_string(),
+            target: "/data".into(),
+            volume_name: Some("v".into()),
+            driver: Some("local".into()),
+            options: opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let vroot = root.join("docker/volumes");
+        let dev = device.display().to_string();
+        let class = |opts: &[(&str, &str)]| classify(&vol(opts), &policy, &vroot);
+        assert_eq!(class(&[("type", "none"), ("o", "bind"), ("device", &dev)]), MountClass::Capture(device.clone()));
+        assert_eq!(
+            class(&[("type", "none"), ("o", "rbind,ro"), ("device", &dev)]),
+            MountClass::Capture(device.clone())
+        );
+        let skipped = |opts: &[(&str, &str)]| match class(opts) {
+            MountClass::Skip(why) => why,
+            other => panic!("{opts:?}: {other:?}"),
+        };
+        assert!(skipped(&[("type", "tmpfs"), ("device", "tmpfs")]).contains("tmpfs"));
+        assert!(
+            skipped(&[("type", "nfs"), ("o", "addr=10.0.0.1"), ("device", ":/export")]).contains("network file system")
+        );
+        assert!(skipped(&[("type", "ext4"), ("device", "/dev/sdb1")]).contains("mountpoint is not where the data is"));
+        let outside = root.display().to_string();
+        assert!(
+            skipped(&[("type", "none"), ("o", "bind"), ("device", &outside)]).contains("outside the allowed roots"),
+            "a bind-type volume's device is checked like any bind"
+        );
+    }
 }

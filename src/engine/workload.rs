@@ -31,13 +31,6 @@ pub struct StoppedUnit {
     pub paused: bool,
 }
 
-impl StoppedUnit {
-    /// A running unit to be stopped (or paused, once the caller says so).
-    pub fn new(kind: &str, id: &str, name: &str) -> StoppedUnit {
-        StoppedUnit { kind: kind.into(), id: id.into(), name: name.into(), paused: false }
-    }
-}
-
 /// Why stopping or starting failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {unit}: {message}")]
