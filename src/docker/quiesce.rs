@@ -1,10 +1,12 @@
 //! Quiescing the containers that use a volume, and bringing them back.
 //!
-//! [`DockerWorkload`] finds every running (or paused) container that mounts
-//! any of a set of host directories: all containers are inspected, not just
+//! [`DockerWorkload`] finds every running, paused or restarting container
+//! that mounts any of a set of host directories (a bind-type local volume
+//! counts by its device directory): all containers are inspected, not just
 //! the one a snapshot names, because another container sharing the volume
-//! writes to it just the same. Units are listed in start order: a container
-//! that shares another's network, PID or IPC namespace (`container:X`)
+//! writes to it just the same. When the units are stopped, the containers
+//! sharing their network, PID or IPC namespace (`container:X`) go with
+//! them, mounts or not. Units are listed in start order: such a container
 //! comes after X; stopping goes the other way.
 //!
 //! Every action is by container ID, never by name: a container removed and

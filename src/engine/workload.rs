@@ -87,8 +87,10 @@ impl Purpose {
 
 /// Stops and starts whatever uses a set of directories.
 pub trait Workload: Send + Sync {
-    /// The running units that use any of `dirs`, in start order (a unit
-    /// after the units it depends on). Units held by someone else (a
+    /// The live units (running, or about to run again: a container in
+    /// `restarting`) that use any of `dirs`, in start order (a unit after
+    /// the units it depends on); when `purpose` stops them, also the units
+    /// that share their namespaces. Units held by someone else (a
     /// container paused by an operator) are never included: volsnap only
     /// ever resumes what it paused or stopped itself. For a restore they
     /// are an error, since they would keep the replaced data in use.
