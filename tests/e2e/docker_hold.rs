@@ -144,6 +144,33 @@ fn containers_that_come_up_mid_restore_are_stopped_before_they_can_use_the_repla
 }
 
 #[test]
+fn a_capture_says_so_when_a_container_on_the_data_came_up_during_the_read() {
+    if !docker_ready("docker_came_up_mid_read") {
+        return;
+    }
+    let env = Env::new();
+    let (c, late) = (unique(&env, "app"), unique(&env, "late"));
+    let _cleanup = Cleanup { containers: vec![c.clone(), late.clone()], volumes: vec![] };
+    let data = env.data_dir("app");
+    fs::write(data.join("f"), b"v1\n").unwrap();
+    let bind = format!("{}:/data", data.display());
+    run_container(&c, &["-v", &bind]);
+    run_container(&late, &["-v", &bind]);
+    docker(&["stop", &late]);
+    let dir = pauses(&env);
+    let daemon = daemon_on(&env, "unix:///var/run/docker.sock", Some((&dir, "capture:quiesced")));
+    env.write_manifest("s.yaml", &snapshot_of("s", &format!("container: {c}"), ""));
+    wait_reached(&env, &dir, "capture:quiesced");
+    // Not held (it was stopped), and started by someone while volsnap reads.
+    docker(&["start", &late]);
+    release(&dir, "capture:quiesced");
+    let s = env.wait_status(SNAPSHOTS, "s", "settled", settled);
+    env.check(cond(&s, "Ready").1 == "CapturedWithWarnings", "not a silent Captured", &s);
+    env.check(cond(&s, "Ready").2.contains("came up while volsnap read"), "the message names what came up", &s);
+    drop(daemon);
+}
+
+#[test]
 fn local_volumes_with_mount_options_are_read_where_their_data_is_or_skipped() {
     if !docker_ready("docker_volume_options") {
         return;
