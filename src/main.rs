@@ -146,7 +146,8 @@ struct RunArgs {
     /// can be lost).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     resync_interval: u64,
-    /// Captures running at the same time.
+    /// Captures running at the same time, and restores running at the same
+    /// time (counted apart).
     #[arg(long, default_value_t = 2)]
     max_concurrent: usize,
 }

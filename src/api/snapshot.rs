@@ -48,6 +48,12 @@ pub struct VolumeSnapshotSpec {
     /// Kubernetes mode: the node whose agent captures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// Seconds each container gets to stop before it is killed, when the
+    /// workload is stopped (default: the container's own `StopTimeout`,
+    /// compose `stop_grace_period`, else Docker's 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub stop_timeout_seconds: Option<u32>,
 }
 
 impl VolumeSnapshotSpec {

@@ -86,7 +86,7 @@ pub fn snapshot_spec(at: &str, spec: &VolumeSnapshotSpec) -> Result<(), FieldErr
     if let Some(node) = &spec.node_name {
         dns_subdomain(node).map_err(|e| (format!("{at}.nodeName"), e))?;
     }
-    Ok(())
+    stop_timeout(at, spec.stop_timeout_seconds)
 }
 
 fn source(at: &str, src: &SnapshotSource) -> Result<(), FieldError> {
@@ -160,7 +160,18 @@ pub fn restore_spec(at: &str, spec: &VolumeRestoreSpec) -> Result<(), FieldError
             "None is only allowed with targetPath: live data is never replaced under a running workload".into(),
         ));
     }
-    Ok(())
+    stop_timeout(at, spec.stop_timeout_seconds)
+}
+
+/// `stopTimeoutSeconds`: 1 to 3600 (as the CRD's schema says).
+fn stop_timeout(at: &str, t: Option<u32>) -> Result<(), FieldError> {
+    match t {
+        Some(t) if !(1..=3600).contains(&t) => Err((
+            format!("{at}.stopTimeoutSeconds"),
+            format!("{t} is out of range: give each container 1 to 3600 seconds to stop"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Validates a schedule spec.

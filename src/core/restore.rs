@@ -69,6 +69,16 @@ pub fn completed(
     );
 }
 
+/// The restore holds (or held) the workload and waits for the runtime to
+/// answer: its journal keeps the state, and the recovery sweep finishes it
+/// at a resync once Docker is back. Not a failure.
+pub fn waiting_for_runtime(st: &mut VolumeRestoreStatus, generation: i64, now: Time, message: &str) {
+    st.phase = Some(Phase::InProgress);
+    st.observed_generation = Some(generation);
+    set(&mut st.conditions, types::SUCCEEDED, S::Unknown, reasons::DOCKER_UNAVAILABLE, message, Some(generation), now);
+    set(&mut st.conditions, types::PROGRESSING, S::True, reasons::DOCKER_UNAVAILABLE, message, Some(generation), now);
+}
+
 /// The restore failed; the message says what, why, and that the live data
 /// was left as it was.
 pub fn failed(st: &mut VolumeRestoreStatus, generation: i64, now: Time, reason: &str, message: &str) {

@@ -126,8 +126,28 @@ pub fn completed(
 /// is there, but the operator must know it may not be consistent.
 pub fn quiesce_warnings(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, warnings: &[String]) {
     let base = super::conditions::get(&st.conditions, types::READY).map(|c| c.message.clone()).unwrap_or_default();
-    let msg = format!("{base}; the workload was not held still throughout: {}", warnings.join("; "));
+    let msg = format!("{base}; about holding the workload still: {}", warnings.join("; "));
     set(&mut st.conditions, types::READY, S::True, reasons::CAPTURED_WITH_WARNINGS, &msg, Some(generation), now);
+}
+
+/// The archive is complete, but the containers held for the read could not
+/// be resumed yet: Docker does not answer. The journal keeps them, and the
+/// sweep resumes them at a resync once it answers ([`resumed`]).
+pub fn waiting_to_resume(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, why: &str) {
+    let msg = format!(
+        "The archive is complete, but volsnap is waiting for Docker to resume the containers it held for the read ({why}); it retries at every resync"
+    );
+    set(&mut st.conditions, types::PROGRESSING, S::True, reasons::DOCKER_UNAVAILABLE, &msg, Some(generation), now);
+}
+
+/// The containers a capture held are back (after [`waiting_to_resume`]).
+pub fn resumed(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, warnings: &[String]) {
+    let mut msg =
+        "Capture finished; the containers held for the read were resumed once Docker answered again".to_string();
+    for w in warnings {
+        msg.push_str(&format!("; WARNING: {w}"));
+    }
+    set(&mut st.conditions, types::PROGRESSING, S::False, reasons::COMPLETED, &msg, Some(generation), now);
 }
 
 /// The snapshot failed; `reason` is CamelCase, `message` says what and why.

@@ -29,10 +29,14 @@ use bollard::query_parameters::{ListContainersOptions, StopContainerOptions};
 /// How long connecting (and negotiating the API version) may take before
 /// Docker counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Seconds a container gets to stop before Docker kills it.
-const STOP_TIMEOUT_SECS: i32 = 30;
-/// Per-request timeout of the client (stop waits up to STOP_TIMEOUT_SECS).
+/// Seconds a container gets to stop before Docker kills it when neither the
+/// container (`StopTimeout`, compose `stop_grace_period`) nor the object
+/// says otherwise: Docker's own default.
+pub const DEFAULT_STOP_TIMEOUT_SECS: u32 = 10;
+/// Per-request timeout of the client. A stop gets its grace period on top.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
+/// Exit code of a process killed by SIGKILL (128 + 9).
+const KILLED_EXIT_CODE: i64 = 137;
 /// The local socket `auto` tries when `DOCKER_HOST` is not set.
 pub const LOCAL_SOCKET: &str = "/var/run/docker.sock";
 
@@ -188,10 +192,11 @@ impl DockerClient {
     }
 
     fn error(&self, op: &str, e: bollard::errors::Error) -> DockerError {
-        use bollard::errors::Error as E;
         match e {
-            E::DockerResponseServerError { message, .. } => DockerError::Api { op: op.into(), message },
-            E::IOError { .. } | E::HyperResponseError { .. } | E::RequestTimeoutError => {
+            bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                DockerError::Api { op: op.into(), message }
+            }
+            e if is_transport_failure(&e) => {
                 DockerError::Unavailable { endpoint: self.endpoint.clone(), message: format!("{op}: {e}") }
             }
             other => DockerError::Api { op: op.into(), message: other.to_string() },
@@ -236,10 +241,23 @@ impl DockerClient {
         self.call(&format!("unpause {}", short(id)), self.client.unpause_container(id))
     }
 
-    /// Stops a container (SIGTERM, then SIGKILL after the timeout).
-    pub fn stop(&self, id: &str) -> Result<(), DockerError> {
-        let opts = StopContainerOptions { t: Some(STOP_TIMEOUT_SECS), ..Default::default() };
-        self.call(&format!("stop {}", short(id)), self.client.stop_container(id, Some(opts)))
+    /// Stops a container (its stop signal, then SIGKILL after the grace
+    /// period): `timeout` when the object sets one, otherwise the
+    /// container's own `StopTimeout` (compose `stop_grace_period`), otherwise
+    /// Docker's default. `Some` says the container had to be killed.
+    pub fn stop(&self, id: &str, timeout: Option<u32>) -> Result<Option<String>, DockerError> {
+        let before = self.inspect_container(id)?;
+        let was_up = before.state.as_ref().is_some_and(|s| s.running == Some(true) || s.restarting == Some(true));
+        let grace = timeout.unwrap_or_else(|| own_stop_timeout(&before));
+        let op = format!("stop {}", short(id));
+        let opts = StopContainerOptions { t: Some(i32::try_from(grace).unwrap_or(i32::MAX)), ..Default::default() };
+        // The request must outlive the grace period, or a slow database
+        // would count as an unreachable engine.
+        let client = self.client.clone().with_timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS + u64::from(grace)));
+        self.call(&op, client.stop_container(id, Some(opts)))?;
+        let state = self.inspect_container(id)?.state.unwrap_or_default();
+        let killed = was_up && state.exit_code == Some(KILLED_EXIT_CODE) && state.oom_killed != Some(true);
+        Ok(killed.then(|| format!("did not stop within its {grace} s stop timeout and was killed (SIGKILL); raise its StopTimeout (compose stop_grace_period) or the object's stopTimeoutSeconds if it needs longer to shut down cleanly")))
     }
 
     /// Starts a stopped container (the same container: same ID, image and
@@ -266,6 +284,34 @@ impl Drop for BackgroundRuntime {
             rt.shutdown_background();
         }
     }
+}
+
+/// Whether an error means the engine could not be talked to at all (the
+/// socket is gone, the connection broke, no answer in time), as opposed to
+/// an answer. bollard reports connection failures of its hyper client as
+/// `HyperLegacyError` ("client error (Connect)", "(SendRequest)"): those
+/// are as much "unreachable" as an I/O error.
+fn is_transport_failure(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    matches!(
+        e,
+        E::IOError { .. }
+            | E::HyperResponseError { .. }
+            | E::HyperLegacyError { .. }
+            | E::HttpClientError { .. }
+            | E::RequestTimeoutError
+            | E::SocketNotFoundError(_)
+    )
+}
+
+/// The grace period Docker gives a container on `docker stop`: its own
+/// `StopTimeout`, or Docker's default.
+pub fn own_stop_timeout(c: &ContainerInspectResponse) -> u32 {
+    c.config
+        .as_ref()
+        .and_then(|cfg| cfg.stop_timeout)
+        .and_then(|t| u32::try_from(t).ok())
+        .unwrap_or(DEFAULT_STOP_TIMEOUT_SECS)
 }
 
 /// The first 12 characters of an ID, as `docker ps` shows it.

@@ -1,10 +1,12 @@
 //! Quiescing the containers that use a volume, and bringing them back.
 //!
-//! [`DockerWorkload`] finds every running (or paused) container that mounts
-//! any of a set of host directories: all containers are inspected, not just
+//! [`DockerWorkload`] finds every running, paused or restarting container
+//! that mounts any of a set of host directories (a bind-type local volume
+//! counts by its device directory): all containers are inspected, not just
 //! the one a snapshot names, because another container sharing the volume
-//! writes to it just the same. Units are listed in start order: a container
-//! that shares another's network, PID or IPC namespace (`container:X`)
+//! writes to it just the same. When the units are stopped, the containers
+//! sharing their network, PID or IPC namespace (`container:X`) go with
+//! them, mounts or not. Units are listed in start order: such a container
 //! comes after X; stopping goes the other way.
 //!
 //! Every action is by container ID, never by name: a container removed and
@@ -68,87 +70,193 @@ pub fn start_order(units: Vec<StoppedUnit>, deps: &HashMap<String, Vec<String>>)
 }
 
 fn werr(op: &'static str, unit: &StoppedUnit, e: DockerError) -> WorkloadError {
-    WorkloadError { op, unit: format!("container {} ({})", unit.name, short(&unit.id)), message: e.to_string() }
+    let shown = format!("container {} ({})", unit.name, short(&unit.id));
+    match e {
+        e @ DockerError::Unavailable { .. } => WorkloadError::unreachable(op, shown, e.to_string()),
+        e => WorkloadError::refused(op, shown, e.to_string()),
+    }
 }
 
-impl Workload for DockerWorkload {
-    fn plan_stop(&self, dirs: &[PathBuf], purpose: Purpose) -> Result<Vec<StoppedUnit>, WorkloadError> {
-        let fail = |e: DockerError| WorkloadError { op: "listing", unit: "containers".into(), message: e.to_string() };
-        let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.canonicalize().unwrap_or_else(|_| d.clone())).collect();
-        let mut units = Vec::new();
-        let mut deps: HashMap<String, Vec<String>> = HashMap::new();
-        for c in self.docker.list_containers().map_err(fail)? {
+fn listing_failed(e: DockerError) -> WorkloadError {
+    match e {
+        e @ DockerError::Unavailable { .. } => WorkloadError::unreachable("listing", "containers", e.to_string()),
+        e => WorkloadError::refused("listing", "containers", e.to_string()),
+    }
+}
+
+/// The states in which a container can write to (or pin) a directory, or
+/// is about to: `restarting` is a container its restart policy brings back
+/// at any moment.
+const LIVE_STATES: [&str; 3] = ["running", "paused", "restarting"];
+
+/// A live container, as planning sees it.
+#[derive(Clone, Debug)]
+struct Candidate {
+    id: String,
+    name: String,
+    state: String,
+    /// It mounts one of the directories.
+    uses: bool,
+    /// IDs of the containers whose namespaces it shares (`container:X`).
+    owners: Vec<String>,
+}
+
+/// The candidates a plan holds: those that use the directories and, when
+/// the units are stopped, every container sharing a namespace with one of
+/// them (transitively): a sidecar left running keeps the old, dead network
+/// namespace of a container that was restarted.
+fn select(candidates: &[Candidate], purpose: Purpose) -> Vec<&Candidate> {
+    let mut chosen: Vec<&Candidate> = candidates.iter().filter(|c| c.uses).collect();
+    while purpose.stops() {
+        let more: Vec<&Candidate> = candidates
+            .iter()
+            .filter(|c| !chosen.iter().any(|x| x.id == c.id))
+            .filter(|c| c.owners.iter().any(|o| chosen.iter().any(|x| &x.id == o)))
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        chosen.extend(more);
+    }
+    chosen
+}
+
+impl DockerWorkload {
+    /// Every live container, with whether it uses `dirs` and whose
+    /// namespaces it shares.
+    fn candidates(&self, dirs: &[PathBuf]) -> Result<Vec<Candidate>, DockerError> {
+        let mut out = Vec::new();
+        let mut devices: HashMap<String, Option<PathBuf>> = HashMap::new();
+        for c in self.docker.list_containers()? {
             let state = c.state.map(|s| s.to_string()).unwrap_or_default();
-            if state != "running" && state != "paused" {
-                continue;
-            }
-            let uses = c.mounts.unwrap_or_default().iter().any(|m| {
-                let Some(src) = m.source.as_deref().filter(|s| !s.is_empty()) else { return false };
-                let src = Path::new(src).canonicalize().unwrap_or_else(|_| PathBuf::from(src));
-                dirs.iter().any(|d| uses(d, &src, m.rw.unwrap_or(true)))
-            });
             let Some(id) = c.id.clone() else { continue };
-            if !uses {
+            if !LIVE_STATES.contains(&state.as_str()) {
                 continue;
             }
-            let inspect = self.docker.inspect_container(&id).map_err(fail)?;
-            let name = inspect.name.clone().unwrap_or_default().trim_start_matches('/').to_string();
-            if state == "paused" {
-                // Paused by someone else: volsnap never resumes it.
-                match purpose {
-                    Purpose::Capture => {
-                        tracing::info!(container = name, "Container already paused by someone else: left as it is");
-                        continue;
-                    }
-                    Purpose::Restore => {
-                        return Err(WorkloadError {
-                            op: "planning",
-                            unit: format!("container {name} ({})", short(&id)),
-                            message: "it is paused, and volsnap does not resume containers it did not pause; unpause or stop it, then re-add the restore".into(),
-                        });
-                    }
-                }
+            let mut sources = Vec::new();
+            for m in c.mounts.unwrap_or_default() {
+                let Some(src) = m.source.as_deref().filter(|s| !s.is_empty()) else { continue };
+                // A bind-type volume's data is its device directory, not
+                // the mountpoint the container's mount lists.
+                let device = match m.name.as_ref().filter(|_| m.typ.as_deref() == Some("volume")) {
+                    Some(name) => self.volume_device(name, &mut devices)?,
+                    None => None,
+                };
+                let src = device.unwrap_or_else(|| PathBuf::from(src));
+                sources.push((src.canonicalize().unwrap_or(src), m.rw.unwrap_or(true)));
             }
+            let uses = sources.iter().any(|(src, rw)| dirs.iter().any(|d| uses(d, src, *rw)));
+            let inspect = match self.docker.inspect_container(&id) {
+                Ok(i) => i,
+                // Removed since the listing: nothing to hold.
+                Err(DockerError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let name = inspect.name.clone().unwrap_or_default().trim_start_matches('/').to_string();
             let hc = inspect.host_config.unwrap_or_default();
-            let mut needs = Vec::new();
+            let mut owners = Vec::new();
             for mode in [hc.network_mode.as_ref(), hc.pid_mode.as_ref(), hc.ipc_mode.as_ref()] {
                 if let Some(owner) = namespace_owner(mode)
                     && let Ok(o) = self.docker.inspect_container(owner)
                     && let Some(oid) = o.id
                 {
-                    needs.push(oid);
+                    owners.push(oid);
                 }
             }
-            deps.insert(id.clone(), needs);
-            units.push(StoppedUnit { kind: UNIT_KIND.into(), id, name, paused: false });
+            out.push(Candidate { id, name, state, uses, owners });
+        }
+        Ok(out)
+    }
+
+    /// The device directory of a bind-type local volume (cached per plan).
+    fn volume_device(
+        &self,
+        name: &str,
+        cache: &mut HashMap<String, Option<PathBuf>>,
+    ) -> Result<Option<PathBuf>, DockerError> {
+        if let Some(d) = cache.get(name) {
+            return Ok(d.clone());
+        }
+        let device = match self.docker.inspect_volume(name) {
+            Ok(v) => super::sources::bind_device(&v.options).map(PathBuf::from),
+            Err(DockerError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        cache.insert(name.to_string(), device.clone());
+        Ok(device)
+    }
+
+    /// Holds one unit still for a `Pause` capture: pauses it, or stops it if
+    /// it is restarting (a restarting container cannot be frozen, and would
+    /// come up during the read). `None`: it is no longer live, or someone
+    /// else paused it; either way it is not volsnap's to resume.
+    fn hold(&self, u: &StoppedUnit) -> Result<Option<StoppedUnit>, DockerError> {
+        match self.docker.pause(&u.id) {
+            Ok(()) => Ok(Some(StoppedUnit { paused: true, ..u.clone() })),
+            Err(DockerError::Api { message, .. }) if message.contains("already paused") => Ok(None),
+            Err(DockerError::Api { message, .. }) if message.contains("is restarting") => {
+                self.docker.stop(&u.id, None)?;
+                Ok(Some(StoppedUnit { paused: false, ..u.clone() }))
+            }
+            Err(DockerError::Api { message, .. }) if message.contains("is not running") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Workload for DockerWorkload {
+    fn plan_stop(&self, dirs: &[PathBuf], purpose: Purpose) -> Result<Vec<StoppedUnit>, WorkloadError> {
+        let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.canonicalize().unwrap_or_else(|_| d.clone())).collect();
+        let candidates = self.candidates(&dirs).map_err(listing_failed)?;
+        let mut units = Vec::new();
+        let mut deps: HashMap<String, Vec<String>> = HashMap::new();
+        for c in select(&candidates, purpose) {
+            if c.state == "paused" {
+                // Paused by someone else: volsnap never resumes it.
+                if purpose != Purpose::Restore {
+                    tracing::debug!(
+                        container = c.name,
+                        "Container already paused (by someone else, or by this capture): left as it is"
+                    );
+                    continue;
+                }
+                return Err(WorkloadError::refused(
+                    "planning",
+                    format!("container {} ({})", c.name, short(&c.id)),
+                    "it is paused, and volsnap does not resume containers it did not pause; unpause or stop it, then re-add the restore",
+                ));
+            }
+            deps.insert(c.id.clone(), c.owners.clone());
+            units.push(StoppedUnit { kind: UNIT_KIND.into(), id: c.id.clone(), name: c.name.clone(), paused: false });
         }
         Ok(start_order(units, &deps))
     }
 
-    fn stop(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError> {
+    fn stop(&self, units: &[StoppedUnit], timeout: Option<u32>) -> Result<Vec<String>, WorkloadError> {
+        let mut warnings = Vec::new();
         for u in units.iter().rev().filter(|u| u.kind == UNIT_KIND) {
-            self.docker.stop(&u.id).map_err(|e| werr("stopping", u, e))?;
+            if let Some(w) = self.docker.stop(&u.id, timeout).map_err(|e| werr("stopping", u, e))? {
+                warnings.push(format!("container {} ({}) {w}", u.name, short(&u.id)));
+            }
         }
-        Ok(())
+        Ok(warnings)
     }
 
     fn pause(&self, units: &[StoppedUnit]) -> Result<Vec<StoppedUnit>, WorkloadError> {
-        let mut paused = Vec::new();
+        let mut held = Vec::new();
         for u in units.iter().rev().filter(|u| u.kind == UNIT_KIND) {
-            match self.docker.pause(&u.id) {
-                Ok(()) => paused.push(u.clone()),
-                // Paused by someone else since the plan: it stays as it is,
-                // and resuming it is then not volsnap's business either.
-                Err(DockerError::Api { message, .. }) if message.contains("already paused") => {}
+            match self.hold(u) {
+                Ok(Some(h)) => held.push(h),
+                Ok(None) => {}
                 Err(e) => {
-                    // Resume what this call paused before failing.
-                    let _ = self.start(&paused);
+                    // Resume what this call held before failing.
+                    let _ = self.start(&held);
                     return Err(werr("pausing", u, e));
                 }
             }
         }
-        paused.reverse();
-        Ok(paused)
+        held.reverse();
+        Ok(held)
     }
 
     /// Every unit is tried, in order: one container that cannot start
@@ -220,6 +328,32 @@ mod tests {
         assert!(uses(d, Path::new("/srv"), true), "a parent, read-write");
         assert!(!uses(d, Path::new("/"), false), "a parent, read-only: left alone");
         assert!(!uses(d, Path::new("/srv/app/database"), true), "a sibling with a common prefix");
+    }
+
+    fn candidate(id: &str, uses: bool, owners: &[&str]) -> Candidate {
+        Candidate {
+            id: id.into(),
+            name: id.into(),
+            state: "running".into(),
+            uses,
+            owners: owners.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn namespace_sidecars_go_with_a_stopped_unit_but_not_with_a_paused_one() {
+        // side shares app's network, side2 shares side's PID namespace,
+        // other is unrelated; only app mounts the data.
+        let all = vec![
+            candidate("app", true, &[]),
+            candidate("side", false, &["app"]),
+            candidate("side2", false, &["side"]),
+            candidate("other", false, &[]),
+        ];
+        let ids = |p: Purpose| select(&all, p).into_iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(Purpose::Restore), ["app", "side", "side2"]);
+        assert_eq!(ids(Purpose::CaptureStop), ["app", "side", "side2"]);
+        assert_eq!(ids(Purpose::Capture), ["app"], "pausing app leaves its namespaces alive");
     }
 
     #[test]

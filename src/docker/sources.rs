@@ -16,6 +16,7 @@
 //! (`/var/lib/postgresql/data` → `var-lib-postgresql-data`): stable across
 //! re-creations of the container and readable in the archive.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,9 @@ pub struct MountFacts {
     pub volume_name: Option<String>,
     /// Volume driver (volumes).
     pub driver: Option<String>,
+    /// The local driver's mount options (`type`, `o`, `device`: what
+    /// `docker volume create -o` and compose `driver_opts` set).
+    pub options: HashMap<String, String>,
 }
 
 impl From<&MountPoint> for MountFacts {
@@ -60,6 +64,7 @@ impl From<&MountPoint> for MountFacts {
             target: m.destination.clone().unwrap_or_default(),
             volume_name: m.name.clone(),
             driver: m.driver.clone(),
+            options: HashMap::new(),
         }
     }
 }
@@ -77,7 +82,10 @@ pub fn classify(m: &MountFacts, policy: &PathPolicy, volume_root: &Path) -> Moun
                     "volume {name} uses the {driver:?} driver: its data is not on this host's file system (only local volumes are captured)"
                 ));
             }
-            local_volume_dir(&name, &m.source, policy, volume_root)
+            match m.options.get("type").map(String::as_str) {
+                None | Some("") => local_volume_dir(&name, &m.source, policy, volume_root),
+                Some(kind) => mounted_volume(&name, kind, &m.options, policy),
+            }
         }
         "bind" => bind_dir(&m.source, policy),
         other => MountClass::Skip(format!("mount type {other:?} is not captured")),
@@ -110,6 +118,40 @@ fn local_volume_dir(name: &str, mountpoint: &str, policy: &PathPolicy, volume_ro
         return MountClass::Skip(format!("volume {name}'s mountpoint {} is not a directory", canonical.display()));
     }
     MountClass::Capture(canonical)
+}
+
+/// File systems whose data lives on another host.
+const NETWORK_FS: [&str; 7] = ["nfs", "nfs4", "cifs", "smb3", "smbfs", "glusterfs", "ceph"];
+
+/// The directory a local-driver volume created with `type=none`, `o=bind`
+/// and `device=DIR` binds (compose `driver_opts`): where its data is.
+pub fn bind_device(options: &HashMap<String, String>) -> Option<&str> {
+    let binds = options.get("o").is_some_and(|o| o.split(',').any(|x| x == "bind" || x == "rbind"));
+    let device = options.get("device").map(String::as_str).filter(|d| !d.is_empty())?;
+    (options.get("type").map(String::as_str) == Some("none") && binds).then_some(device)
+}
+
+/// A local-driver volume with mount options: Docker mounts `device` on the
+/// volume's mountpoint only while a container uses it, so the mountpoint is
+/// never where the data is. `type=none` with `o=bind` is a bind of the
+/// `device` directory, captured (and restored) there like any bind mount;
+/// everything else (tmpfs, network and block file systems) is skipped.
+fn mounted_volume(name: &str, kind: &str, options: &HashMap<String, String>, policy: &PathPolicy) -> MountClass {
+    let device = options.get("device").map(String::as_str).unwrap_or("");
+    if let Some(dir) = bind_device(options) {
+        return bind_dir(dir, policy);
+    }
+    match kind {
+        "tmpfs" => MountClass::Skip(format!(
+            "volume {name} is a tmpfs mount (local driver, type=tmpfs): it holds no persistent data"
+        )),
+        k if NETWORK_FS.contains(&k) => MountClass::Skip(format!(
+            "volume {name} is mounted from the network file system {device} ({k}): its data lives on that server; capture it there"
+        )),
+        k => MountClass::Skip(format!(
+            "volume {name} is a {k} mount of {device} made by the local driver only while a container uses it: its mountpoint is not where the data is, so volsnap neither captures nor restores it; capture the device's file system where it is mounted"
+        )),
+    }
 }
 
 /// A bind mount: only directories, under the allowed roots.
@@ -203,17 +245,89 @@ pub fn resolution_from(mounts: &[MountFacts], policy: &PathPolicy, volume_root: 
     out
 }
 
-/// `source.container`: the container's mounts, classified.
-pub fn resolve_container(docker: &DockerClient, policy: &PathPolicy, name: &str) -> Result<Resolution, DockerError> {
+/// Whether `path` (on the host) is the directory a running container's
+/// process `pid` has mounted at `target`, compared by device and inode
+/// through the container's mount namespace (`/proc/<pid>/root`; only
+/// `stat`ed, never opened). `Some` is why not. A path whose symlinks were
+/// re-pointed after the container started names other data than it uses.
+fn live_mismatch(pid: i64, target: &str, path: &Path, container: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let inside = PathBuf::from(format!("/proc/{pid}/root")).join(target.trim_start_matches('/'));
+    let (Ok(seen), Ok(host)) = (std::fs::metadata(&inside), std::fs::metadata(path)) else {
+        // Cannot look (the process just exited, no permission): the path is
+        // all there is to go by.
+        return None;
+    };
+    ((seen.dev(), seen.ino()) != (host.dev(), host.ino())).then(|| {
+        format!(
+            "{} is no longer the directory container {container} has mounted at {target} (a symlink on the way was re-pointed, or the directory replaced, after the container started): capturing it would read other data than the container uses. Restart the container so it mounts what the path names now, or capture with quiesce: Stop",
+            path.display()
+        )
+    })
+}
+
+/// Local-driver volumes with mount options: read from the volume itself
+/// (a container's mount lists only the mountpoint).
+fn with_volume_options(docker: &DockerClient, mut m: MountFacts) -> Result<MountFacts, DockerError> {
+    if m.kind == "volume"
+        && m.driver.as_deref().unwrap_or("local") == "local"
+        && let Some(name) = m.volume_name.clone()
+    {
+        match docker.inspect_volume(&name) {
+            Ok(v) => m.options = v.options,
+            Err(DockerError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(m)
+}
+
+/// `source.container`: the container's mounts, classified. With
+/// `verify_live`, the binds of a running container are checked against
+/// what it actually has mounted (a capture that reads while it runs).
+pub fn resolve_container(
+    docker: &DockerClient,
+    policy: &PathPolicy,
+    name: &str,
+    verify_live: bool,
+) -> Result<Resolution, DockerError> {
     let c = docker.inspect_container(name)?;
-    let mut mounts: Vec<MountFacts> = c.mounts.unwrap_or_default().iter().map(MountFacts::from).collect();
+    let shown = c.name.clone().unwrap_or_else(|| name.into()).trim_start_matches('/').to_string();
+    let pid = c.state.as_ref().filter(|s| s.running == Some(true)).and_then(|s| s.pid).filter(|p| *p > 0);
+    let mut mounts: Vec<MountFacts> = c
+        .mounts
+        .unwrap_or_default()
+        .iter()
+        .map(|m| with_volume_options(docker, MountFacts::from(m)))
+        .collect::<Result<_, _>>()?;
     // `--tmpfs` mounts are listed in the host config, not among the mounts.
     for target in c.host_config.and_then(|h| h.tmpfs).unwrap_or_default().into_keys() {
         if !mounts.iter().any(|m| m.target == target) {
             mounts.push(MountFacts { kind: "tmpfs".into(), target, ..Default::default() });
         }
     }
-    Ok(resolution_from(&mounts, policy, docker.volume_root()))
+    let mut out = resolution_from(&mounts, policy, docker.volume_root());
+    if let (true, Some(pid)) = (verify_live, pid) {
+        let (mut kept, mut moved) = (Vec::new(), Vec::new());
+        for v in out.volumes {
+            let target = v.target.clone().unwrap_or_default();
+            match live_mismatch(pid, &target, &v.path, &shown) {
+                None => kept.push(v),
+                Some(reason) => moved.push(SkippedVolume {
+                    name: v.name,
+                    path: Some(v.path.display().to_string()),
+                    target: v.target,
+                    reason,
+                }),
+            }
+        }
+        for (i, v) in kept.iter_mut().enumerate() {
+            v.index = i as u32;
+        }
+        out.volumes = kept;
+        out.skipped.extend(moved);
+    }
+    Ok(out)
 }
 
 /// `source.volume`: one named volume, by its mountpoint.
@@ -225,6 +339,7 @@ pub fn resolve_volume(docker: &DockerClient, policy: &PathPolicy, name: &str) ->
         target: String::new(),
         volume_name: Some(v.name.clone()),
         driver: Some(v.driver.clone()),
+        options: v.options.clone(),
     };
     let mut out = Resolution::default();
     let label = dns_label_from(name);
@@ -296,5 +411,45 @@ mod tests {
         assert!(reason("/etc/app.ini").contains("single file"));
         assert!(reason("/host").contains("/ is never captured"));
         assert!(reason("/outside").contains("outside the allowed roots"));
+    }
+
+    #[test]
+    fn local_volumes_with_mount_options_are_read_where_the_data_is_or_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let allowed = root.join("srv");
+        let device = allowed.join("device");
+        std::fs::create_dir_all(&device).unwrap();
+        let policy = PathPolicy::new(std::slice::from_ref(&allowed), &[]).unwrap();
+        let vol = |opts: &[(&str, &str)]| MountFacts {
+            kind: "volume".into(),
+            source: root.join("docker/volumes/v/_data").display().to_string(),
+            target: "/data".into(),
+            volume_name: Some("v".into()),
+            driver: Some("local".into()),
+            options: opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let vroot = root.join("docker/volumes");
+        let dev = device.display().to_string();
+        let class = |opts: &[(&str, &str)]| classify(&vol(opts), &policy, &vroot);
+        assert_eq!(class(&[("type", "none"), ("o", "bind"), ("device", &dev)]), MountClass::Capture(device.clone()));
+        assert_eq!(
+            class(&[("type", "none"), ("o", "rbind,ro"), ("device", &dev)]),
+            MountClass::Capture(device.clone())
+        );
+        let skipped = |opts: &[(&str, &str)]| match class(opts) {
+            MountClass::Skip(why) => why,
+            other => panic!("{opts:?}: {other:?}"),
+        };
+        assert!(skipped(&[("type", "tmpfs"), ("device", "tmpfs")]).contains("tmpfs"));
+        assert!(
+            skipped(&[("type", "nfs"), ("o", "addr=10.0.0.1"), ("device", ":/export")]).contains("network file system")
+        );
+        assert!(skipped(&[("type", "ext4"), ("device", "/dev/sdb1")]).contains("mountpoint is not where the data is"));
+        let outside = root.display().to_string();
+        assert!(
+            skipped(&[("type", "none"), ("o", "bind"), ("device", &outside)]).contains("outside the allowed roots"),
+            "a bind-type volume's device is checked like any bind"
+        );
     }
 }

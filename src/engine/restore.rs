@@ -49,9 +49,10 @@ use super::capture::{self, CaptureJob, CaptureProgress, CaptureVolume};
 use super::extract::{self, ExtractOptions, ExtractVolume, Extracted};
 use super::fault;
 use super::paths::{PathPolicy, volume_names};
+use super::quiesce::resume_in_order;
 use super::site::{Roots, Site};
 use super::swap::{self, DirId};
-use super::workload::{Purpose, StoppedUnit, Workload};
+use super::workload::{Purpose, StoppedUnit, Workload, WorkloadError};
 use crate::api::{
     API_VERSION, ArchiveStatus, Compression, DeletionPolicy, Kind, ObjectKey, PathSource, RestoredVolume,
     SnapshotSource, Time, VolumeRestoreSpec, VolumeSnapshot, VolumeSnapshotSpec,
@@ -176,9 +177,14 @@ pub struct RestorePlan {
     /// Workload units stopped (recorded before they are stopped).
     #[serde(default)]
     pub stopped: Vec<StoppedUnit>,
-    /// Seconds the workload was down, once known.
+    /// Seconds the workload was down, once known (`None` when nothing was
+    /// stopped).
     #[serde(default)]
     pub downtime_seconds: Option<f64>,
+    /// Grace period each unit gets to stop (`spec.stopTimeoutSeconds`);
+    /// `None`: each container's own `StopTimeout`, or Docker's default.
+    #[serde(default)]
+    pub stop_timeout_seconds: Option<u32>,
     /// The source of the snapshot restored from, when it names a workload
     /// (container, volume): the pre-restore snapshot gets the same, so it
     /// can be restored in place in turn.
@@ -482,6 +488,7 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
         pre_restore,
         stopped: Vec::new(),
         downtime_seconds: None,
+        stop_timeout_seconds: spec.stop_timeout_seconds,
         workload_source: snapshot
             .spec
             .source
@@ -700,7 +707,17 @@ pub enum RestoreFailure {
     /// Shutdown (or a store failure) after the swap: the journal keeps the
     /// rest for the next start's recovery.
     Unfinished(String),
+    /// The runtime (Docker) stopped answering while units were held: the
+    /// journal keeps the state and the recovery sweep, at every resync,
+    /// brings them back (and finishes or rolls back the swap) once it
+    /// answers. Not a failure: the restore waits.
+    WaitingForRuntime(String),
 }
+
+/// Rounds of "stop whatever uses the targets" before a swap: a unit that
+/// keeps coming back after this many (a restart loop nobody can stop) makes
+/// the restore roll back rather than swap under it.
+const HOLD_ROUNDS: usize = 5;
 
 /// The context of an execution.
 pub struct Executor<'a> {
@@ -750,15 +767,9 @@ impl Sites {
 }
 
 impl Executor<'_> {
+    /// Records `step` with the plan, then passes its fault-injection points.
     fn journal(&self, plan: &RestorePlan, step: JournalStep) -> Result<(), String> {
-        let row = JournalRow {
-            restore_uid: plan.restore.uid.clone(),
-            namespace: plan.restore.namespace.clone(),
-            name: plan.restore.name.clone(),
-            step: step.as_str().into(),
-            plan_json: serde_json::to_string(plan).map_err(|e| e.to_string())?,
-        };
-        self.store.journal_put(&row).map_err(|e| e.to_string())?;
+        record_step(self.store, plan, step)?;
         fault::point(&format!("restore:{}", step.as_str()));
         fault::pause(&format!("restore:{}", step.as_str()));
         Ok(())
@@ -928,29 +939,48 @@ impl Executor<'_> {
         // Before any swap: start the workload again, then roll back. If it
         // cannot be started, the journal row stays and the recovery sweep
         // (every resync) rolls back and starts it.
-        let restart_then_rollback =
-            |plan: &RestorePlan, reason, message: String| match self.workload.start(&plan.stopped) {
-                Ok(_) => rollback(plan, reason, message),
-                Err(e) => RestoreFailure::Unfinished(format!(
+        let restart_then_rollback = |plan: &RestorePlan, reason, message: String| {
+            let (_, failed) = resume_in_order(self.workload, &plan.stopped, |_| {});
+            match failed {
+                None => rollback(plan, reason, message),
+                Some(e) if e.unreachable => RestoreFailure::WaitingForRuntime(format!(
+                    "{message}; starting the workload again failed ({e}): the recovery sweep rolls back and starts it when Docker answers"
+                )),
+                Some(e) => RestoreFailure::Unfinished(format!(
                     "{message}; starting the workload again failed ({e}): the recovery sweep retries"
                 )),
-            };
+            }
+        };
+        let workload_failed = |e: &WorkloadError| {
+            if e.unreachable { reasons::DOCKER_UNAVAILABLE } else { reasons::WORKLOAD_FAILED }
+        };
         let targets: Vec<PathBuf> = plan.volumes.iter().map(|v| v.target.clone()).collect();
         plan.stopped = match self.workload.plan_stop(&targets, Purpose::Restore) {
             Ok(u) => u,
             Err(e) => {
-                return Err(rollback(&plan, reasons::WORKLOAD_FAILED, format!("{e}; the live data was not touched")));
+                return Err(rollback(&plan, workload_failed(&e), format!("{e}; the live data was not touched")));
             }
         };
         self.journal(&plan, JournalStep::Stopping)
             .map_err(|e| rollback(&plan, reasons::RESTORE_FAILED, format!("cannot write the restore journal: {e}")))?;
         let down = Instant::now();
-        if let Err(e) = self.workload.stop(&plan.stopped) {
-            return Err(restart_then_rollback(
-                &plan,
-                reasons::WORKLOAD_FAILED,
-                format!("{e}; the live data was not touched"),
-            ));
+        let mut warnings = plan.extract_notes.clone();
+        let held = self.workload.stop(&plan.stopped, plan.stop_timeout_seconds).and_then(|w| {
+            warnings.extend(w);
+            fault::pause("restore:stopped");
+            // Anything that came up meanwhile (a restart policy, an
+            // operator) is stopped too, journaled first, before any swap.
+            self.hold_still(&mut plan, &targets)
+        });
+        match held {
+            Ok(w) => warnings.extend(w),
+            Err(e) => {
+                return Err(restart_then_rollback(
+                    &plan,
+                    workload_failed(&e),
+                    format!("{e}; the live data was not touched"),
+                ));
+            }
         }
         // A swap that fails undoes the ones before it, so the restore is all
         // or nothing. A crash meanwhile is the recovery sweep's: it finishes
@@ -987,23 +1017,98 @@ impl Executor<'_> {
             }
         }
         self.journal(&plan, JournalStep::Swapped).map_err(RestoreFailure::Unfinished)?;
-        let started = self.workload.start(&plan.stopped);
-        // Microseconds: a swap without a workload to stop takes about 1 ms,
-        // which millisecond rounding would report as 0.
-        plan.downtime_seconds = Some((down.elapsed().as_secs_f64() * 1e6).round() / 1e6);
-        let mut warnings = match started {
-            Ok(w) => [plan.extract_notes.clone(), w].concat(),
+        // Whatever came up between the last check and the swap holds the
+        // old directory: stop it too, so it starts again on the new data.
+        match self.hold_still(&mut plan, &targets) {
+            Ok(w) => warnings.extend(w),
+            Err(e) if e.unreachable => {
+                return Err(RestoreFailure::WaitingForRuntime(format!(
+                    "the data was restored, but Docker stopped answering ({e}); the recovery sweep starts the workload when it answers"
+                )));
+            }
+            Err(e) => warnings.push(format!("after the swap: {e}")),
+        }
+        let (started, failed) = resume_in_order(self.workload, &plan.stopped, |_| {});
+        // Only a workload that was stopped had downtime. Microseconds: a
+        // swap takes about 1 ms, which millisecond rounding reports as 0.
+        plan.downtime_seconds = (!plan.stopped.is_empty()).then(|| (down.elapsed().as_secs_f64() * 1e6).round() / 1e6);
+        warnings.extend(started);
+        match failed {
+            None => {}
             // The journal stays at Swapped: the recovery sweep starts it.
-            Err(e) => {
+            Some(e) if e.unreachable => {
+                return Err(RestoreFailure::WaitingForRuntime(format!(
+                    "the data was restored, but starting the workload again failed ({e}); the recovery sweep starts it when Docker answers"
+                )));
+            }
+            Some(e) => {
                 return Err(RestoreFailure::Unfinished(format!(
                     "the data was restored, but starting the workload again failed ({e}); the recovery sweep retries"
                 )));
             }
-        };
+        }
         self.journal(&plan, JournalStep::Started).map_err(RestoreFailure::Unfinished)?;
         let (pre, more) = finish_after_swap(self.store, &plan, sites, self.cancel)?;
         warnings.extend(more);
         Ok(RestoreOutcome { volumes, downtime_seconds: plan.downtime_seconds, pre_restore_snapshot: pre, warnings })
+    }
+}
+
+impl Executor<'_> {
+    /// Stops every unit that uses `targets` and is live now, until none is
+    /// (at most [`HOLD_ROUNDS`] rounds): units the plan did not know are
+    /// journaled before they are stopped, so they are started again too.
+    /// Returns what the operator should know.
+    fn hold_still(&self, plan: &mut RestorePlan, targets: &[PathBuf]) -> Result<Vec<String>, WorkloadError> {
+        let mut warnings = Vec::new();
+        for _ in 0..HOLD_ROUNDS {
+            let live = self.workload.plan_stop(targets, Purpose::Restore)?;
+            if live.is_empty() {
+                return Ok(warnings);
+            }
+            for u in &live {
+                warnings.push(format!(
+                    "{} came up while volsnap held the workload stopped for the restore; it was stopped again before it could use the replaced data",
+                    shown_unit(u)
+                ));
+                if !plan.stopped.iter().any(|s| s.id == u.id) {
+                    plan.stopped.push(u.clone());
+                }
+            }
+            let step =
+                self.store.journal_get(&plan.restore.uid).ok().flatten().and_then(|r| JournalStep::parse(&r.step));
+            record_step(self.store, plan, step.unwrap_or(JournalStep::Stopping))
+                .map_err(|e| WorkloadError::refused("journaling", "the workload", e))?;
+            warnings.extend(self.workload.stop(&live, plan.stop_timeout_seconds)?);
+        }
+        Err(WorkloadError::refused(
+            "holding",
+            "the workload",
+            format!(
+                "containers using the targets kept coming back after {HOLD_ROUNDS} rounds of stopping them (a restart policy?); the restore does not swap under them"
+            ),
+        ))
+    }
+}
+
+/// Writes the journal row of `plan` at `step` (durably, before the step).
+fn record_step(store: &Store, plan: &RestorePlan, step: JournalStep) -> Result<(), String> {
+    let row = JournalRow {
+        restore_uid: plan.restore.uid.clone(),
+        namespace: plan.restore.namespace.clone(),
+        name: plan.restore.name.clone(),
+        step: step.as_str().into(),
+        plan_json: serde_json::to_string(plan).map_err(|e| e.to_string())?,
+    };
+    store.journal_put(&row).map_err(|e| e.to_string())
+}
+
+/// A unit as messages show it.
+fn shown_unit(u: &StoppedUnit) -> String {
+    if u.kind == "docker" {
+        format!("container {} ({})", u.name, &u.id[..u.id.len().min(12)])
+    } else {
+        format!("{} {}", u.kind, u.name)
     }
 }
 
@@ -1339,6 +1444,7 @@ fn archive_old_data(
             compression: pre.compression,
             deletion_policy: DeletionPolicy::Retain,
             node_name: None,
+            stop_timeout_seconds: None,
         },
     );
     snapshot.metadata.namespace = Some(pre.snapshot.namespace.clone());
@@ -1415,6 +1521,53 @@ pub struct Stuck {
     pub targets: Vec<PathBuf>,
     /// Why.
     pub error: String,
+    /// The runtime (Docker) does not answer: the restore waits for it.
+    pub waiting_for_runtime: bool,
+}
+
+/// Why the recovery of one restore could not finish now.
+#[derive(Debug)]
+struct RecoverError {
+    message: String,
+    waiting_for_runtime: bool,
+}
+
+impl RecoverError {
+    fn workload(what: &str, e: WorkloadError) -> RecoverError {
+        RecoverError { message: format!("{what}: {e}"), waiting_for_runtime: e.unreachable }
+    }
+}
+
+impl From<String> for RecoverError {
+    fn from(message: String) -> RecoverError {
+        RecoverError { message, waiting_for_runtime: false }
+    }
+}
+
+/// Before the recovery of a restore moves a directory or starts a unit:
+/// every unit the journal lists, and any unit that uses the targets and is
+/// live now, is stopped (journaled first). Stopping a stopped container
+/// returns at once; one whose stop Docker still has in flight is waited for.
+fn hold_for_recovery(
+    store: &Store,
+    workload: &dyn Workload,
+    plan: &mut RestorePlan,
+    step: JournalStep,
+) -> Result<(), RecoverError> {
+    let targets: Vec<PathBuf> = plan.volumes.iter().map(|v| v.target.clone()).collect();
+    let live = workload
+        .plan_stop(&targets, Purpose::Restore)
+        .map_err(|e| RecoverError::workload("re-checking the workload", e))?;
+    let new: Vec<StoppedUnit> = live.into_iter().filter(|u| !plan.stopped.iter().any(|s| s.id == u.id)).collect();
+    if !new.is_empty() {
+        plan.stopped.extend(new);
+        record_step(store, plan, step)?;
+    }
+    let stoppable: Vec<StoppedUnit> = plan.stopped.iter().filter(|u| !u.paused).cloned().collect();
+    workload
+        .stop(&stoppable, plan.stop_timeout_seconds)
+        .map_err(|e| RecoverError::workload("stopping the workload before recovering", e))?;
+    Ok(())
 }
 
 /// Finishes or rolls back every restore the journal says was interrupted,
@@ -1446,9 +1599,9 @@ pub fn recover(
         };
         match recover_one(store, workload, roots, step, plan) {
             Ok(r) => out.push(r),
-            Err(error) => {
+            Err(RecoverError { message: error, waiting_for_runtime }) => {
                 tracing::error!(restore = %restore.name, error = %error, "Could not recover an interrupted restore; the journal row is kept, its targets stay locked, and it is retried at every resync");
-                stuck.push(Stuck { restore, targets, error });
+                stuck.push(Stuck { restore, targets, error, waiting_for_runtime });
             }
         }
     }
@@ -1461,7 +1614,7 @@ fn recover_one(
     roots: &Roots,
     step: JournalStep,
     plan: RestorePlan,
-) -> Result<Recovered, String> {
+) -> Result<Recovered, RecoverError> {
     let mut warnings = Vec::new();
     // The parents are opened beneath the trusted roots and must be the
     // directories the pre-flight checked; otherwise nothing is done and the
@@ -1509,36 +1662,21 @@ fn recover_one(
     {
         // Another restore or a person changed the target since: going either
         // way would swap over data this restore knows nothing about.
-        return Err(foreign(&plan.volumes[i]).to_string());
+        return Err(foreign(&plan.volumes[i]).to_string().into());
     }
     let forward = match step {
         JournalStep::Extracting | JournalStep::Extracted => false,
         JournalStep::Stopping | JournalStep::Swapping => states.contains(&VolumeState::Swapped),
         JournalStep::Swapped | JournalStep::Started | JournalStep::Recorded => true,
     };
-    let renames_left =
-        states.iter().any(|s| if forward { *s != VolumeState::Swapped } else { *s == VolumeState::Half });
-    if renames_left && (JournalStep::Stopping..=JournalStep::Swapping).contains(&step) {
-        // Something may have started the workload meanwhile (a container
-        // with a restart policy, when the engine came back): stop it again,
-        // journaled, before any directory under it moves.
-        let targets: Vec<PathBuf> = plan.volumes.iter().map(|v| v.target.clone()).collect();
-        let again =
-            workload.plan_stop(&targets, Purpose::Restore).map_err(|e| format!("re-checking the workload: {e}"))?;
-        let again: Vec<StoppedUnit> =
-            again.into_iter().filter(|u| !plan.stopped.iter().any(|s| s.id == u.id)).collect();
-        if !again.is_empty() {
-            plan.stopped.extend(again.iter().cloned());
-            let row = JournalRow {
-                restore_uid: plan.restore.uid.clone(),
-                namespace: plan.restore.namespace.clone(),
-                name: plan.restore.name.clone(),
-                step: step.as_str().into(),
-                plan_json: serde_json::to_string(&plan).map_err(|e| e.to_string())?,
-            };
-            store.journal_put(&row).map_err(|e| e.to_string())?;
-            workload.stop(&again).map_err(|e| format!("stopping the workload again: {e}"))?;
-        }
+    // From the stop until the workload is started again, the units the
+    // journal lists must be down before any directory under them moves and
+    // before they are started: a stop Docker still had in flight when
+    // volsnap died is waited for (bounded by each unit's grace period), and
+    // anything that came up meanwhile (a restart policy, an operator) is
+    // journaled and stopped too, so it starts again on the right data.
+    if (JournalStep::Stopping..=JournalStep::Swapped).contains(&step) {
+        hold_for_recovery(store, workload, &mut plan, step)?;
     }
     if forward {
         if step < JournalStep::Started {
@@ -1561,8 +1699,11 @@ fn recover_one(
     // directions; from `Started` on it already runs and is left alone. If
     // the runtime cannot be asked, the row stays and is retried.
     if (JournalStep::Stopping..=JournalStep::Swapped).contains(&step) {
-        let w = workload.start(&plan.stopped).map_err(|e| format!("starting the workload again: {e}"))?;
+        let (w, failed) = resume_in_order(workload, &plan.stopped, |_| {});
         warnings.extend(w);
+        if let Some(e) = failed {
+            return Err(RecoverError::workload("starting the workload again", e));
+        }
     }
     if !forward {
         store.journal_delete(&plan.restore.uid).map_err(|e| e.to_string())?;

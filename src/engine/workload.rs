@@ -41,29 +41,64 @@ pub struct WorkloadError {
     pub unit: String,
     /// What went wrong.
     pub message: String,
+    /// The runtime could not be asked at all (Docker does not answer): the
+    /// units are in whatever state they were, so the caller keeps its
+    /// journal and waits for the runtime instead of failing for good.
+    pub unreachable: bool,
+}
+
+impl WorkloadError {
+    /// The runtime answered and refused.
+    pub fn refused(op: &'static str, unit: impl Into<String>, message: impl Into<String>) -> WorkloadError {
+        WorkloadError { op, unit: unit.into(), message: message.into(), unreachable: false }
+    }
+
+    /// The runtime could not be reached.
+    pub fn unreachable(op: &'static str, unit: impl Into<String>, message: impl Into<String>) -> WorkloadError {
+        WorkloadError { op, unit: unit.into(), message: message.into(), unreachable: true }
+    }
 }
 
 /// Why the workload is being held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Purpose {
-    /// A capture reads the directories: units already held still by someone
-    /// else are consistent as they are and are left alone.
+    /// A capture reads the directories while they are paused: units already
+    /// held still by someone else are consistent as they are and are left
+    /// alone.
     Capture,
+    /// A capture reads the directories while they are stopped: as
+    /// [`Purpose::Capture`], and the units that share a stopped unit's
+    /// namespaces are stopped with it (they would be left in a namespace
+    /// that is gone when it starts again).
+    CaptureStop,
     /// A restore swaps the directories: every unit using them must be
-    /// stopped and started by volsnap, or the restore must not happen.
+    /// stopped and started by volsnap, or the restore must not happen; the
+    /// units sharing their namespaces go with them.
     Restore,
+}
+
+impl Purpose {
+    /// Whether the units are stopped (and so restarted, with new
+    /// namespaces), not paused.
+    pub fn stops(self) -> bool {
+        self != Purpose::Capture
+    }
 }
 
 /// Stops and starts whatever uses a set of directories.
 pub trait Workload: Send + Sync {
-    /// The running units that use any of `dirs`, in start order (a unit
-    /// after the units it depends on). Units held by someone else (a
+    /// The live units (running, or about to run again: a container in
+    /// `restarting`) that use any of `dirs`, in start order (a unit after
+    /// the units it depends on); when `purpose` stops them, also the units
+    /// that share their namespaces. Units held by someone else (a
     /// container paused by an operator) are never included: volsnap only
     /// ever resumes what it paused or stopped itself. For a restore they
     /// are an error, since they would keep the replaced data in use.
     fn plan_stop(&self, dirs: &[PathBuf], purpose: Purpose) -> Result<Vec<StoppedUnit>, WorkloadError>;
-    /// Stops `units` (as planned), in reverse start order.
-    fn stop(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError>;
+    /// Stops `units` (as planned), in reverse start order, each given its
+    /// own stop timeout (or `timeout_seconds` when set). Returns what the
+    /// operator should know (a unit that had to be killed).
+    fn stop(&self, units: &[StoppedUnit], timeout_seconds: Option<u32>) -> Result<Vec<String>, WorkloadError>;
     /// Freezes `units` without stopping them (capture with `quiesce: Pause`).
     /// Returns the units it paused: one found already paused (by someone
     /// else, since the plan) is not volsnap's to unpause later.
@@ -86,8 +121,18 @@ impl Workload for NoWorkload {
         Ok(Vec::new())
     }
 
-    fn stop(&self, _units: &[StoppedUnit]) -> Result<(), WorkloadError> {
-        Ok(())
+    /// Units recorded by a runtime this process cannot reach (a journal
+    /// written while Docker answered) cannot be confirmed down: an error,
+    /// so recovery moves no directory under them until it can.
+    fn stop(&self, units: &[StoppedUnit], _timeout: Option<u32>) -> Result<Vec<String>, WorkloadError> {
+        match units.first() {
+            None => Ok(Vec::new()),
+            Some(u) => Err(WorkloadError::unreachable(
+                "stopping",
+                format!("{} {}", u.kind, u.name),
+                "the runtime that runs it is not reachable now",
+            )),
+        }
     }
 
     fn pause(&self, _units: &[StoppedUnit]) -> Result<Vec<StoppedUnit>, WorkloadError> {
@@ -99,11 +144,11 @@ impl Workload for NoWorkload {
     fn start(&self, units: &[StoppedUnit]) -> Result<Vec<String>, WorkloadError> {
         match units.first() {
             None => Ok(Vec::new()),
-            Some(u) => Err(WorkloadError {
-                op: "starting",
-                unit: format!("{} {}", u.kind, u.name),
-                message: "the runtime that stopped it is not reachable now".into(),
-            }),
+            Some(u) => Err(WorkloadError::unreachable(
+                "starting",
+                format!("{} {}", u.kind, u.name),
+                "the runtime that stopped it is not reachable now",
+            )),
         }
     }
 }
@@ -129,7 +174,7 @@ impl MarkerWorkload {
     }
 
     fn err(op: &'static str, e: std::io::Error) -> WorkloadError {
-        WorkloadError { op, unit: "test-marker".into(), message: e.to_string() }
+        WorkloadError::refused(op, "test-marker", e.to_string())
     }
 
     fn event(&self, what: &str) -> std::io::Result<()> {
@@ -155,17 +200,17 @@ impl Workload for MarkerWorkload {
         })
     }
 
-    fn stop(&self, units: &[StoppedUnit]) -> Result<(), WorkloadError> {
+    fn stop(&self, units: &[StoppedUnit], _timeout: Option<u32>) -> Result<Vec<String>, WorkloadError> {
         if units.iter().any(|u| u.kind == "test-marker") && self.dir.join("running").exists() {
             self.event("stop").map_err(|e| Self::err("stopping", e))?;
             std::fs::rename(self.dir.join("running"), self.dir.join("stopped"))
                 .map_err(|e| Self::err("stopping", e))?;
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     fn pause(&self, units: &[StoppedUnit]) -> Result<Vec<StoppedUnit>, WorkloadError> {
-        self.stop(units)?;
+        self.stop(units, None)?;
         Ok(units.to_vec())
     }
 

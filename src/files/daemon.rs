@@ -53,7 +53,7 @@ pub struct Config {
     pub once: bool,
     /// Full rescan interval (file events get lost).
     pub resync_interval: Duration,
-    /// Captures running at once.
+    /// Captures running at once, and restores running at once (counted apart).
     pub max_concurrent: usize,
     /// `--docker auto|off|URL`.
     pub docker: crate::docker::DockerMode,
@@ -138,6 +138,7 @@ pub async fn run(
         scanned: false,
         settle_at: None,
         gone_since: HashMap::new(),
+        removal_pending: std::collections::HashSet::new(),
     };
     d.startup_sweep()?;
     d.main_loop(done_rx, restore_rx, scan_rx, shutdown).await
@@ -217,6 +218,9 @@ struct Done {
     /// What the operator should know about the quiesce (containers removed
     /// or resumed by someone else meanwhile).
     quiesce_warnings: Vec<String>,
+    /// Docker did not answer when the held containers were to be resumed:
+    /// why. The quiesce journal keeps them for the sweep.
+    resume_pending: Option<String>,
     _guard: KeyGuard,
 }
 
@@ -257,6 +261,10 @@ struct Daemon {
     /// file replaced non-atomically (`git checkout`, `rsync`, a deploy
     /// swapping directories) deletes nothing.
     gone_since: HashMap<String, std::time::Instant>,
+    /// Objects whose declaration seems gone but whose removal waits for the
+    /// settle period (by uid): no new capture or restore is started for
+    /// them meanwhile.
+    removal_pending: std::collections::HashSet<String>,
 }
 
 type Result2<T> = Result<T, StoreError>;
@@ -323,6 +331,15 @@ impl Daemon {
         tokio::pin!(shutdown);
         self.request_scan();
         loop {
+            if self.cfg.once
+                && self.scanned
+                && let Some(why) = &self.warned_dir
+            {
+                // Nothing can be reconciled without the declarations, and
+                // `--once` would otherwise wait for a directory nobody creates.
+                tracing::error!("{why}; --once ends without reconciling anything");
+                return Ok(RunOutcome::SomeFailed);
+            }
             if self.cfg.once && self.settled() && self.idle() && !self.has_startable_work()? {
                 return Ok(self.once_outcome()?);
             }
@@ -415,6 +432,7 @@ impl Daemon {
     fn has_startable_work(&self) -> Result2<bool> {
         let snapshots = self.store.objects(Some(Kind::Snapshot), None)?.iter().any(|o| {
             !self.running.contains_key(&o.uid)
+                && !self.removal_pending.contains(&o.uid)
                 && matches!(Object::from_stored(Kind::Snapshot, o.object.clone()), Ok(Object::Snapshot(s)) if snap::next_step(s.status.as_ref()) == snap::Step::Capture)
         });
         Ok(snapshots || self.has_startable_restores()?)
@@ -561,7 +579,7 @@ impl Daemon {
             if self.running.len() >= self.cfg.max_concurrent.max(1) {
                 break;
             }
-            if self.running.contains_key(&stored.uid) {
+            if self.running.contains_key(&stored.uid) || self.removal_pending.contains(&stored.uid) {
                 continue;
             }
             let Ok(Object::Snapshot(s)) = Object::from_stored(Kind::Snapshot, stored.object.clone()) else { continue };
@@ -595,7 +613,10 @@ impl Daemon {
         if let Some(archive) = src.archive.clone() {
             return self.start_adoption(stored, s, &archive.path);
         }
-        let resolution = match self.resolve_source(&src)? {
+        // A capture that does not stop the containers reads what they use
+        // now: their binds must still be the directories they mounted.
+        let verify_live = s.spec.effective_quiesce() != crate::api::QuiesceMode::Stop;
+        let resolution = match self.resolve_source(&src, verify_live)? {
             Ok(r) => r,
             Err((reason, msg)) => {
                 let st = s.status.get_or_insert_with(Default::default);
@@ -683,6 +704,7 @@ impl Daemon {
         let compression = s.spec.compression;
         let volumes: Vec<CaptureVolume> = resolution.volumes;
         let mode = s.spec.effective_quiesce();
+        let stop_timeout = s.spec.stop_timeout_seconds;
         let quiesce_ctx = (mode != crate::api::QuiesceMode::None).then(|| {
             (self.workload.clone(), self.cfg.state.clone(), self.cfg.archives.clone(), key_for_journal(&stored))
         });
@@ -690,6 +712,7 @@ impl Daemon {
             crate::engine::fault::pause("capture:started");
             let manifest_json = serde_json::to_string(&manifest).unwrap_or_default();
             let mut quiesce_warnings = Vec::new();
+            let mut resume_pending = None;
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 // Quiesce (journaled; resumed by Drop on any exit, and by the
                 // start-up sweep after a crash), then read.
@@ -704,7 +727,7 @@ impl Daemon {
                     (Some((workload, _, _, row)), Some(store)) => {
                         let dirs: Vec<PathBuf> = volumes.iter().map(|v| v.path.clone()).collect();
                         Some(
-                            Quiesce::begin(&**workload, store, row.clone(), &dirs, mode)
+                            Quiesce::begin(&**workload, store, row.clone(), &dirs, mode, stop_timeout)
                                 .map_err(CaptureError::Quiesce)?,
                         )
                     }
@@ -721,8 +744,9 @@ impl Daemon {
                 if let Some(q) = quiesced.as_mut() {
                     match q.finish() {
                         Ok(w) => quiesce_warnings.extend(w),
+                        Err(e) if e.unreachable => resume_pending = Some(e.to_string()),
                         Err(e) => quiesce_warnings.push(format!(
-                            "resuming the quiesced containers failed ({e}); the daemon retries at its next start"
+                            "resuming the quiesced containers failed ({e}); the daemon retries at every resync"
                         )),
                     }
                 }
@@ -734,7 +758,7 @@ impl Daemon {
                     source: std::io::Error::other("capture thread panicked"),
                 })
             });
-            let _ = tx.send(Done { uid, result, manifest_json, quiesce_warnings, _guard: guard });
+            let _ = tx.send(Done { uid, result, manifest_json, quiesce_warnings, resume_pending, _guard: guard });
         });
         Ok(())
     }
@@ -790,6 +814,10 @@ impl Daemon {
                 snap::completed(st, generation, now, archive, outcome.volumes.clone(), skipped);
                 if !done.quiesce_warnings.is_empty() {
                     snap::quiesce_warnings(st, generation, now, &done.quiesce_warnings);
+                }
+                if let Some(why) = &done.resume_pending {
+                    snap::waiting_to_resume(st, generation, now, why);
+                    tracing::warn!(object = %run.key, "Captured, but the held containers wait for Docker to be resumed: {why}");
                 }
                 if let Some(src) = &s.spec.source.archive {
                     let msg = format!(

@@ -48,10 +48,8 @@ impl Daemon {
     /// that still exist. At start-up before anything is reconciled, then at
     /// every resync for whatever could not be resolved.
     pub(super) fn recover_interrupted(&mut self) -> Result2<()> {
-        let running = &self.running;
-        for w in crate::engine::quiesce::recover(&self.store, &*self.workload, &|uid| running.contains_key(uid))? {
-            tracing::warn!("{w}");
-        }
+        self.reconnect_for_journals()?;
+        self.recover_quiesced()?;
         let roots = self.trusted_roots();
         let running = &self.restores;
         let (recovered, stuck) =
@@ -61,6 +59,9 @@ impl Daemon {
                 && let Ok(guard) = self.locks.try_lock_all(s.targets.clone())
             {
                 self.stuck.insert(s.restore.uid.clone(), guard);
+            }
+            if s.waiting_for_runtime {
+                self.mark_waiting_for_runtime(&s.restore.uid, &s.error)?;
             }
         }
         for r in recovered {
@@ -104,10 +105,32 @@ impl Daemon {
         Ok(())
     }
 
+    /// Says in a restore's status that it waits for Docker (once).
+    fn mark_waiting_for_runtime(&mut self, uid: &str, why: &str) -> Result2<()> {
+        let Some(mut stored) = self.store.object_by_uid(uid)? else { return Ok(()) };
+        if status_reason(&stored.object, Kind::Restore) == Some(reasons::DOCKER_UNAVAILABLE) {
+            return Ok(());
+        }
+        let Ok(Object::Restore(mut r)) = Object::from_stored(Kind::Restore, stored.object.clone()) else {
+            return Ok(());
+        };
+        let generation = r.metadata.generation.unwrap_or(1);
+        let msg = waiting_message(why);
+        rst::waiting_for_runtime(
+            r.status.get_or_insert_with(Default::default),
+            generation,
+            crate::api::Time::now(),
+            &msg,
+        );
+        stored.object = Object::Restore(r).to_value();
+        self.save(&stored)
+    }
+
     /// Whether a restore could still start (for `--once`).
     pub(super) fn has_startable_restores(&self) -> Result2<bool> {
         for o in self.store.objects(Some(Kind::Restore), None)? {
             let startable = !self.restores.contains_key(&o.uid)
+                && !self.removal_pending.contains(&o.uid)
                 && matches!(Object::from_stored(Kind::Restore, o.object.clone()), Ok(Object::Restore(r)) if rst::next_step(r.status.as_ref()) == rst::Step::Restore);
             // One whose journal row recovery could not resolve is not work
             // this run can do: `--once` ends and reports it as failed.
@@ -132,10 +155,14 @@ impl Daemon {
         Ok(self.store.object(&key)?.is_some())
     }
 
-    /// Starts every restore that can start.
+    /// Starts every restore that can start, up to `--max-concurrent`
+    /// running at once (restores are counted apart from captures).
     pub(super) fn start_restores(&mut self) -> Result2<()> {
         for stored in self.store.objects(Some(Kind::Restore), None)? {
-            if self.restores.contains_key(&stored.uid) {
+            if self.restores.len() >= self.cfg.max_concurrent.max(1) {
+                break;
+            }
+            if self.restores.contains_key(&stored.uid) || self.removal_pending.contains(&stored.uid) {
                 continue;
             }
             let Ok(Object::Restore(r)) = Object::from_stored(Kind::Restore, stored.object.clone()) else { continue };
@@ -213,7 +240,7 @@ impl Daemon {
             && snap.spec.source.archive.is_none()
             && r.spec.target_path.is_none()
         {
-            runtime_targets = Some(match self.resolve_source(&snap.spec.source)? {
+            runtime_targets = Some(match self.resolve_source(&snap.spec.source, false)? {
                 Ok(res) => Ok(res.volumes.into_iter().map(|v| (v.name, v.path)).collect()),
                 Err((reason, message)) => {
                     Err(engine::Refusal { reason, message: format!("{message}; nothing was touched"), wait: false })
@@ -377,6 +404,12 @@ impl Daemon {
                 );
                 tracing::info!(object = %done.key, "Interrupted restore at shutdown (nothing live touched)");
             }
+            Err(RestoreFailure::WaitingForRuntime(why)) => {
+                self.stuck.insert(done.uid.clone(), done._guard);
+                let msg = waiting_message(&why);
+                rst::waiting_for_runtime(st, generation, now, &msg);
+                tracing::warn!(object = %done.key, "{msg}");
+            }
             Err(RestoreFailure::Unfinished(why)) => {
                 // The journal keeps the state: the targets stay locked until
                 // the recovery sweep (every resync) resolves it.
@@ -494,8 +527,22 @@ impl Daemon {
                 Ok((outcome, manifest)) => (Ok(outcome), serde_json::to_string(&manifest).unwrap_or_default()),
                 Err(e) => (Err(e), String::new()),
             };
-            let _ = tx.send(Done { uid, result, manifest_json, quiesce_warnings: Vec::new(), _guard: guard });
+            let _ = tx.send(Done {
+                uid,
+                result,
+                manifest_json,
+                quiesce_warnings: Vec::new(),
+                resume_pending: None,
+                _guard: guard,
+            });
         });
         Ok(())
     }
+}
+
+/// The status message of a restore that waits for Docker.
+fn waiting_message(why: &str) -> String {
+    format!(
+        "Waiting for Docker: {why}. The journal keeps the restore's state and the containers it stopped; at every resync the recovery sweep tries again and, once Docker answers, finishes (or rolls back) the swap and starts them"
+    )
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::{Daemon, Result2};
 use crate::api::SnapshotSource;
-use crate::core::reasons;
+use crate::api::{Kind, Object};
+use crate::core::{conditions, reasons, snapshot as snap, types};
 use crate::docker::quiesce::DockerWorkload;
 use crate::docker::{DockerClient, DockerError, DockerMode, sources};
 use crate::engine::paths::Resolution;
@@ -125,9 +126,56 @@ impl Daemon {
         }
     }
 
+    /// Journal rows (held containers, interrupted restores) wait for the
+    /// runtime that stopped them: reconnect (at most every 10 s) when it was
+    /// lost, so the sweep can bring them back as soon as it answers.
+    pub(super) fn reconnect_for_journals(&mut self) -> Result2<()> {
+        if self.docker.is_none()
+            && self.cfg.docker != DockerMode::Off
+            && (!self.store.quiesce_rows()?.is_empty() || !self.store.journal_rows()?.is_empty())
+        {
+            let _ = self.docker();
+        }
+        Ok(())
+    }
+
+    /// Resumes what captures left paused or stopped (a crash, or Docker not
+    /// answering when they ended), except captures running here, and says
+    /// so in the snapshots that waited for it.
+    pub(super) fn recover_quiesced(&mut self) -> Result2<()> {
+        let running = &self.running;
+        let resumed = crate::engine::quiesce::recover(&self.store, &*self.workload, &|uid| running.contains_key(uid))?;
+        for r in resumed {
+            for w in &r.warnings {
+                tracing::warn!(snapshot = r.snapshot, "{w}");
+            }
+            let Some(mut stored) = self.store.object_by_uid(&r.operation_uid)? else { continue };
+            let Ok(Object::Snapshot(mut s)) = Object::from_stored(Kind::Snapshot, stored.object.clone()) else {
+                continue;
+            };
+            let generation = s.metadata.generation.unwrap_or(1);
+            let st = s.status.get_or_insert_with(Default::default);
+            let waited = conditions::get(&st.conditions, types::PROGRESSING)
+                .is_some_and(|c| c.reason == reasons::DOCKER_UNAVAILABLE);
+            if waited {
+                snap::resumed(st, generation, crate::api::Time::now(), &r.warnings);
+                stored.object = Object::Snapshot(s).to_value();
+                self.save(&stored)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Volumes of a snapshot source: paths through the path policy,
     /// containers and named volumes through Docker.
-    pub(super) fn resolve_source(&mut self, src: &SnapshotSource) -> Result2<Result<Resolution, SourceError>> {
+    /// `verify_live`: a capture that reads while the containers run checks
+    /// their binds against what they have mounted (see
+    /// [`sources::resolve_container`]).
+    pub(super) fn resolve_source(
+        &mut self,
+        src: &SnapshotSource,
+        verify_live: bool,
+    ) -> Result2<Result<Resolution, SourceError>> {
         if let Some(paths) = &src.paths {
             return Ok(Ok(self.policy.resolve(paths)));
         }
@@ -141,7 +189,7 @@ impl Daemon {
             }
         };
         let resolved = match (&src.container, &src.volume) {
-            (Some(c), _) => sources::resolve_container(&docker, &self.policy, c),
+            (Some(c), _) => sources::resolve_container(&docker, &self.policy, c, verify_live),
             (_, Some(v)) => sources::resolve_volume(&docker, &self.policy, v),
             _ => return Ok(Err((reasons::UNSUPPORTED_SOURCE, "unsupported source".into()))),
         };

@@ -95,6 +95,7 @@ impl Daemon {
         let (made, declared): (Vec<_>, Vec<_>) = stored.into_iter().partition(|(_, o)| o.manifest_file.is_none());
         self.settle_at = None;
         self.gone_since.retain(|f, _| !scan.files.contains_key(f));
+        self.removal_pending.clear();
         for (key, obj) in declared {
             self.remove_undeclared(scan, key, obj, &mut file_errors)?;
         }
@@ -136,6 +137,7 @@ impl Daemon {
                         SETTLE.as_secs()
                     );
                     }
+                    self.removal_pending.insert(obj.uid.clone());
                     self.wake_at(since + SETTLE);
                 }
             }
@@ -146,6 +148,7 @@ impl Daemon {
                     "{file} no longer declares {key}, but changed less than {}s ago (a save may be in progress): keeping it, and deleting it if the file stays unchanged",
                     SETTLE.as_secs()
                 );
+                self.removal_pending.insert(obj.uid.clone());
                 self.wake_at(*at);
             }
             Some(Removals::Held(Hold::NoFinalNewline)) => file_errors.entry(file.clone()).or_default().push(format!(

@@ -719,7 +719,11 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 /// read-only media would otherwise only fail later, with a less clear
 /// SQLite or capture error).
 fn probe_writable(dir: &Path, op: &'static str) -> Result<(), StoreError> {
-    let probe = dir.join(format!(".volsnap-write-probe.{}", std::process::id()));
+    // One name per probe: restores and captures open their own stores
+    // concurrently, and a name per process let one remove another's probe.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".volsnap-write-probe.{}.{n}", std::process::id()));
     let _ = fs::remove_file(&probe);
     fs::OpenOptions::new().write(true).create_new(true).open(&probe).map_err(|e| StoreError::io(op, dir, e))?;
     fs::remove_file(&probe).map_err(|e| StoreError::io(op, dir, e))

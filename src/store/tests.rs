@@ -474,3 +474,22 @@ fn read_only_state_dir_is_a_clear_error() {
     assert!(matches!(&err, StoreError::Io { path, .. } if path == &sub), "{msg}");
     assert!(msg.contains("must be writable") && msg.contains(&sub.display().to_string()), "{msg}");
 }
+
+#[test]
+fn concurrent_opens_never_trip_over_each_others_write_probe() {
+    let (_tmp, state, archives) = dirs();
+    drop(Store::open(&state, &archives).expect("first open"));
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..40)
+                        .filter_map(|_| Store::open(&state, &archives).err().map(|e| e.to_string()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+    });
+    assert!(failures.is_empty(), "{} opens failed, e.g. {:?}", failures.len(), failures.first());
+}

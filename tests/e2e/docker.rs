@@ -17,10 +17,10 @@ use serde_json::Value;
 use crate::restore::{leftovers, restore_yaml};
 use crate::util::*;
 
-const IMAGE: &str = "volsnap-test:busybox";
+pub(crate) const IMAGE: &str = "volsnap-test:busybox";
 
 /// Whether Docker tests can run; panics when they must.
-fn docker_ready(test: &str) -> bool {
+pub(crate) fn docker_ready(test: &str) -> bool {
     let ok =
         Command::new("docker").args(["image", "inspect", IMAGE]).output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
@@ -34,16 +34,16 @@ fn docker_ready(test: &str) -> bool {
 }
 
 /// `docker ARGS`, asserting success; returns trimmed stdout.
-fn docker(args: &[&str]) -> String {
+pub(crate) fn docker(args: &[&str]) -> String {
     let out = run_bounded(Command::new("docker").args(args), Duration::from_secs(120));
     assert!(out.status.success(), "docker {args:?}: {}", show(&out));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Removes the containers and volumes a test made, whatever happens.
-struct Cleanup {
-    containers: Vec<String>,
-    volumes: Vec<String>,
+pub(crate) struct Cleanup {
+    pub(crate) containers: Vec<String>,
+    pub(crate) volumes: Vec<String>,
 }
 
 impl Drop for Cleanup {
@@ -58,7 +58,7 @@ impl Drop for Cleanup {
 }
 
 /// A name unique to this test run.
-fn unique(env: &Env, what: &str) -> String {
+pub(crate) fn unique(env: &Env, what: &str) -> String {
     let tag = env
         .root
         .file_name()
@@ -70,23 +70,23 @@ fn unique(env: &Env, what: &str) -> String {
 }
 
 /// Starts a container that sleeps, with extra `docker run` arguments.
-fn run_container(name: &str, extra: &[&str]) -> String {
+pub(crate) fn run_container(name: &str, extra: &[&str]) -> String {
     let mut args = vec!["run", "-d", "--pull", "never", "--init", "--network", "none", "--name", name];
     args.extend_from_slice(extra);
     args.extend_from_slice(&[IMAGE, "sleep", "100000"]);
     docker(&args)
 }
 
-fn state(container: &str) -> String {
+pub(crate) fn state(container: &str) -> String {
     docker(&["inspect", "-f", "{{.State.Status}}", container])
 }
 
-fn id_of(container: &str) -> String {
+pub(crate) fn id_of(container: &str) -> String {
     docker(&["inspect", "-f", "{{.Id}}", container])
 }
 
 /// Docker's own record of what happened to a container in a time window.
-fn events(container_id: &str, since: i64) -> Vec<String> {
+pub(crate) fn events(container_id: &str, since: i64) -> Vec<String> {
     let until = (now_secs() + 1).to_string();
     let out = docker(&[
         "events",
@@ -105,17 +105,17 @@ fn events(container_id: &str, since: i64) -> Vec<String> {
         .collect()
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-fn snapshot_of(name: &str, source: &str, extra: &str) -> String {
+pub(crate) fn snapshot_of(name: &str, source: &str, extra: &str) -> String {
     format!(
         "apiVersion: volsnap.dev/v1alpha1\nkind: VolumeSnapshot\nmetadata:\n  name: {name}\nspec:\n  source:\n    {source}\n{extra}"
     )
 }
 
-fn skipped_reason(obj: &Value, target: &str) -> String {
+pub(crate) fn skipped_reason(obj: &Value, target: &str) -> String {
     obj["status"]["skipped"]
         .as_array()
         .into_iter()
@@ -127,7 +127,7 @@ fn skipped_reason(obj: &Value, target: &str) -> String {
 }
 
 /// The Docker volume root's `_data` directory of a named volume.
-fn volume_dir(volume: &str) -> PathBuf {
+pub(crate) fn volume_dir(volume: &str) -> PathBuf {
     PathBuf::from(docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", volume]))
 }
 
@@ -402,16 +402,16 @@ fn docker_bad_input_fails_clearly_and_never_crashes_the_daemon() {
     env2.check(cond(&s, "Ready").2.contains("/nonexistent/docker.sock"), "the message names the endpoint", &s);
 }
 
-fn pause_at(cmd: &mut Command, dir: &Path, point: &str) {
+pub(crate) fn pause_at(cmd: &mut Command, dir: &Path, point: &str) {
     cmd.env("VOLSNAP_PAUSE", point).env("VOLSNAP_PAUSE_DIR", dir);
 }
 
-fn wait_reached(env: &Env, dir: &Path, point: &str) {
+pub(crate) fn wait_reached(env: &Env, dir: &Path, point: &str) {
     let f = dir.join(format!("{}.reached", point.replace(':', "_")));
     wait_for(&format!("{point} reached"), TIMEOUT, || if f.exists() { Ok(()) } else { Err(env.logs()) });
 }
 
-fn release(dir: &Path, point: &str) {
+pub(crate) fn release(dir: &Path, point: &str) {
     fs::write(dir.join(format!("{}.release", point.replace(':', "_"))), b"").unwrap();
 }
 

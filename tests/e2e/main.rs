@@ -9,6 +9,8 @@
 mod capture;
 mod cli;
 mod docker;
+mod docker_hold;
+mod dockerd;
 mod examples;
 mod faults;
 mod fidelity;
