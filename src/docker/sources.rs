@@ -248,17 +248,20 @@ pub fn resolution_from(mounts: &[MountFacts], policy: &PathPolicy, volume_root: 
 /// Whether `path` (on the host) is the directory a running container's
 /// process `pid` has mounted at `target`, compared by device and inode
 /// through the container's mount namespace (`/proc/<pid>/root`; only
-/// `stat`ed, never opened). `Some` is why not. A path whose symlinks were
-/// re-pointed after the container started names other data than it uses.
-fn live_mismatch(pid: i64, target: &str, path: &Path, container: &str) -> Option<String> {
+/// `stat`ed, never opened) against the directory volsnap opened for it.
+/// `Some` is why not. A path whose symlinks were re-pointed after the
+/// container started names other data than it uses.
+fn live_mismatch(pid: i64, target: &str, path: &Path, dir: &OpenDir, container: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let inside = PathBuf::from(format!("/proc/{pid}/root")).join(target.trim_start_matches('/'));
-    let (Ok(seen), Ok(host)) = (std::fs::metadata(&inside), std::fs::metadata(path)) else {
+    // The host side is the directory the capture will read: the descriptor
+    // opened when the volume was checked, not the path looked up again.
+    let (Ok(seen), Ok(host)) = (std::fs::metadata(&inside), dir.id()) else {
         // Cannot look (the process just exited, no permission): the path is
         // all there is to go by.
         return None;
     };
-    ((seen.dev(), seen.ino()) != (host.dev(), host.ino())).then(|| {
+    ((seen.dev(), seen.ino()) != (host.dev, host.ino)).then(|| {
         format!(
             "{} is no longer the directory container {container} has mounted at {target} (a symlink on the way was re-pointed, or the directory replaced, after the container started): capturing it would read other data than the container uses. Restart the container so it mounts what the path names now, or capture with quiesce: Stop",
             path.display()
@@ -311,7 +314,7 @@ pub fn resolve_container(
         let (mut kept, mut moved) = (Vec::new(), Vec::new());
         for v in out.volumes {
             let target = v.target.clone().unwrap_or_default();
-            match live_mismatch(pid, &target, &v.path, &shown) {
+            match live_mismatch(pid, &target, &v.path, &v.dir, &shown) {
                 None => kept.push(v),
                 Some(reason) => moved.push(SkippedVolume {
                     name: v.name,
