@@ -1,0 +1,216 @@
+//! The pre-restore snapshot: after the swap, the replaced data is archived,
+//! recorded with the journal step, then removed.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use super::PRE_RESTORE_OF_ANNOTATION;
+use super::execute::{RestoreFailure, Sites};
+use super::plan::{JournalStep, PreRestorePlan, RestorePlan};
+use super::swap_state::old_data_dir;
+use crate::api::{
+    API_VERSION, ArchiveStatus, DeletionPolicy, Kind, ObjectKey, PathSource, SnapshotSource, Time, VolumeSnapshot,
+    VolumeSnapshotSpec,
+};
+use crate::core::snapshot as snap;
+use crate::engine::archive::{ArchiveManifest, ManifestVolume, SnapshotRef};
+use crate::engine::capture::{self, CaptureJob, CaptureProgress, CaptureVolume};
+use crate::engine::fault;
+use crate::store::{ArchiveRecord, JournalRow, Store, StoredObject};
+
+/// After the swap (and the restart): archive the replaced data as the
+/// pre-restore snapshot, record it, remove it. Shared by the normal path
+/// and the recovery sweep. Returns the snapshot recorded and warnings.
+pub(super) fn finish_after_swap(
+    store: &Store,
+    plan: &RestorePlan,
+    sites: &Sites,
+    cancel: &AtomicBool,
+) -> Result<(Option<ObjectKey>, Vec<String>), RestoreFailure> {
+    let mut warnings = Vec::new();
+    let mut recorded = None;
+    let old_dirs: Vec<(usize, PathBuf)> =
+        plan.volumes.iter().enumerate().filter_map(|(i, v)| old_data_dir(v, sites.volume(i)).map(|d| (i, d))).collect();
+    if let Some(pre) = &plan.pre_restore
+        && !old_dirs.is_empty()
+    {
+        match archive_old_data(store, plan, pre, sites, &old_dirs, cancel) {
+            Ok(key) => recorded = Some(key),
+            Err(ArchiveOld::Cancelled) => {
+                return Err(RestoreFailure::Unfinished(
+                    "shutdown while archiving the replaced data; it resumes at the next start".into(),
+                ));
+            }
+            Err(ArchiveOld::Failed(msg)) => {
+                // Never delete data that was not archived.
+                let kept: Vec<String> = old_dirs.iter().map(|(_, d)| d.display().to_string()).collect();
+                warnings.push(format!(
+                    "the replaced data could not be archived as {}: {msg}; it is kept on disk at {}",
+                    pre.snapshot.name,
+                    kept.join(", ")
+                ));
+                let _ = store.journal_delete(&plan.restore.uid);
+                return Ok((None, warnings));
+            }
+        }
+    } else {
+        let _ = store.journal_put(&JournalRow {
+            restore_uid: plan.restore.uid.clone(),
+            namespace: plan.restore.namespace.clone(),
+            name: plan.restore.name.clone(),
+            step: JournalStep::Recorded.as_str().into(),
+            plan_json: serde_json::to_string(plan).unwrap_or_default(),
+        });
+        fault::point("restore:Recorded");
+    }
+    for (i, d) in &old_dirs {
+        if let Err(e) = sites.volume(*i).remove_tree(d) {
+            warnings.push(format!("could not remove the replaced data at {}: {e}", d.display()));
+        }
+    }
+    store.journal_delete(&plan.restore.uid).map_err(|e| RestoreFailure::Unfinished(e.to_string()))?;
+    Ok((recorded, warnings))
+}
+
+enum ArchiveOld {
+    Cancelled,
+    Failed(String),
+}
+
+fn archive_old_data(
+    store: &Store,
+    plan: &RestorePlan,
+    pre: &PreRestorePlan,
+    sites: &Sites,
+    old_dirs: &[(usize, PathBuf)],
+    cancel: &AtomicBool,
+) -> Result<ObjectKey, ArchiveOld> {
+    let now = Time::now();
+    let volumes: Vec<CaptureVolume> = old_dirs
+        .iter()
+        .enumerate()
+        .map(|(i, (vi, dir))| {
+            Ok(CaptureVolume {
+                index: i as u32,
+                name: plan.volumes[*vi].name.clone(),
+                path: dir.clone(),
+                target: None,
+                dir: sites
+                    .volume(*vi)
+                    .open_dir(dir)
+                    .map_err(|e| ArchiveOld::Failed(format!("cannot open {}: {e}", dir.display())))?,
+            })
+        })
+        .collect::<Result<_, ArchiveOld>>()?;
+    let manifest = ArchiveManifest {
+        format_version: crate::engine::archive::FORMAT_VERSION,
+        snapshot: SnapshotRef {
+            namespace: pre.snapshot.namespace.clone(),
+            name: pre.snapshot.name.clone(),
+            uid: pre.snapshot.uid.clone(),
+        },
+        creation_timestamp: now,
+        producer: Some(format!("volsnap {}", env!("CARGO_PKG_VERSION"))),
+        // The source recorded is the live path the data was replaced at.
+        volumes: volumes
+            .iter()
+            .zip(old_dirs)
+            .map(|(c, (vi, _))| ManifestVolume {
+                source: plan.volumes[*vi].target.display().to_string(),
+                ..ManifestVolume::from(c)
+            })
+            .collect(),
+    };
+    // A complete archive of an earlier, interrupted attempt is replaced, and
+    // the temporary file of one killed while writing is removed (otherwise
+    // the new capture could not create it, and the undo snapshot is lost).
+    let _ = std::fs::remove_file(&pre.abs_path);
+    if let Some(temp) = capture::temp_path(&pre.abs_path) {
+        let _ = std::fs::remove_file(temp);
+    }
+    let progress = CaptureProgress::default();
+    let outcome = capture::capture(CaptureJob {
+        manifest: &manifest,
+        volumes: &volumes,
+        compression: pre.compression,
+        dest: &pre.abs_path,
+        progress: &progress,
+        cancel,
+    })
+    .map_err(|e| match e {
+        capture::CaptureError::Cancelled => ArchiveOld::Cancelled,
+        other => ArchiveOld::Failed(other.to_string()),
+    })?;
+    let mut captured = outcome.volumes.clone();
+    for (c, (vi, _)) in captured.iter_mut().zip(old_dirs) {
+        c.path = plan.volumes[*vi].target.display().to_string();
+    }
+    let key =
+        ObjectKey { kind: Kind::Snapshot, namespace: pre.snapshot.namespace.clone(), name: pre.snapshot.name.clone() };
+    let mut snapshot = VolumeSnapshot::new(
+        &pre.snapshot.name,
+        VolumeSnapshotSpec {
+            source: plan.workload_source.clone().unwrap_or_else(|| SnapshotSource {
+                paths: Some(
+                    old_dirs
+                        .iter()
+                        .map(|(vi, _)| PathSource {
+                            name: Some(plan.volumes[*vi].name.clone()),
+                            path: plan.volumes[*vi].target.display().to_string(),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            quiesce: None,
+            compression: pre.compression,
+            deletion_policy: DeletionPolicy::Retain,
+            node_name: None,
+            stop_timeout_seconds: None,
+        },
+    );
+    snapshot.metadata.namespace = Some(pre.snapshot.namespace.clone());
+    snapshot.metadata.uid = Some(pre.snapshot.uid.clone());
+    snapshot.metadata.generation = Some(1);
+    snapshot.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now.0));
+    snapshot.metadata.annotations = Some(
+        [(PRE_RESTORE_OF_ANNOTATION.to_string(), format!("{}/{}", plan.restore.namespace, plan.restore.name))]
+            .into_iter()
+            .collect(),
+    );
+    let status = snapshot.status.get_or_insert_with(Default::default);
+    let archive = ArchiveStatus {
+        path: pre.abs_path.display().to_string(),
+        format: pre.compression.format().into(),
+        size_bytes: outcome.size_bytes,
+        sha256: outcome.sha256.clone(),
+    };
+    status.start_time = Some(now);
+    snap::completed(status, 1, Time::now(), archive, captured, Vec::new());
+    let mut value = serde_json::to_value(&snapshot).map_err(|e| ArchiveOld::Failed(e.to_string()))?;
+    value["apiVersion"] = API_VERSION.into();
+    value["kind"] = "VolumeSnapshot".into();
+    let object = StoredObject { uid: pre.snapshot.uid.clone(), key: key.clone(), manifest_file: None, object: value };
+    let record = ArchiveRecord {
+        snapshot_uid: pre.snapshot.uid.clone(),
+        namespace: pre.snapshot.namespace.clone(),
+        name: pre.snapshot.name.clone(),
+        rel_path: pre.rel_path.clone(),
+        format: pre.compression.format().into(),
+        size_bytes: outcome.size_bytes,
+        sha256: outcome.sha256,
+        manifest_json: serde_json::to_string(&manifest).unwrap_or_default(),
+        created_at: now,
+        object_present: true,
+    };
+    let row = JournalRow {
+        restore_uid: plan.restore.uid.clone(),
+        namespace: plan.restore.namespace.clone(),
+        name: plan.restore.name.clone(),
+        step: JournalStep::Recorded.as_str().into(),
+        plan_json: serde_json::to_string(plan).unwrap_or_default(),
+    };
+    store.commit_pre_restore(&record, &object, &row).map_err(|e| ArchiveOld::Failed(e.to_string()))?;
+    fault::point("restore:Recorded");
+    Ok(key)
+}
