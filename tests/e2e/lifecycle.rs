@@ -10,18 +10,6 @@ use std::time::{Duration, Instant};
 use crate::capture::make_small_tree;
 use crate::util::*;
 
-/// Asserts `cond` stays true for the whole window (a negative check needs a
-/// window: we look for a change that must NOT happen).
-fn holds_for(what: &str, window: Duration, mut cond: impl FnMut() -> Result<(), String>) {
-    let start = Instant::now();
-    while start.elapsed() < window {
-        if let Err(e) = cond() {
-            panic!("{what} stopped holding after {:?}: {e}", start.elapsed());
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
 #[test]
 fn manifests_dir_disappearing_keeps_objects_and_recovers() {
     let env = Env::new();

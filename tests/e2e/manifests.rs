@@ -17,17 +17,6 @@ use crate::util::*;
 const SETTLE: Duration = Duration::from_secs(5);
 const BEYOND_SETTLE: Duration = Duration::from_secs(8);
 
-/// Asserts `cond` stays true for the whole window.
-fn holds_for(what: &str, window: Duration, mut cond: impl FnMut() -> Result<(), String>) {
-    let start = Instant::now();
-    while start.elapsed() < window {
-        if let Err(e) = cond() {
-            panic!("{what} stopped holding after {:?}: {e}", start.elapsed());
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
 fn delete_policy(name: &str, d: &Path) -> String {
     snapshot_yaml(name, &[("vol", d)], "  deletionPolicy: Delete\n")
 }

@@ -168,6 +168,18 @@ pub fn write_random_file(path: &Path, len: usize, seed: u64) {
     }
 }
 
+/// Asserts `cond` stays true for the whole window (a negative check needs a
+/// window: we look for a change that must NOT happen).
+pub fn holds_for(what: &str, window: Duration, mut cond: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    while start.elapsed() < window {
+        if let Err(e) = cond() {
+            panic!("{what} stopped holding after {:?}: {e}", start.elapsed());
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// Writes `n` small files `f0`..`f<n-1>` into `dir`.
 pub fn write_numbered_files(dir: &Path, n: usize) {
     for i in 0..n {
