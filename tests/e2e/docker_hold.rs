@@ -32,6 +32,15 @@ fn pauses(env: &Env) -> std::path::PathBuf {
     p
 }
 
+/// `data/app` holding `f` = "v1", and the `-v` argument that binds it at
+/// `/data`.
+fn app_data(env: &Env) -> (std::path::PathBuf, String) {
+    let data = env.data_dir("app");
+    fs::write(data.join("f"), b"v1\n").unwrap();
+    let bind = format!("{}:/data", data.display());
+    (data, bind)
+}
+
 fn progressing_reason(o: &serde_json::Value) -> String {
     cond(o, "Progressing").1
 }
@@ -43,9 +52,7 @@ fn docker_unreachable_while_containers_are_held_keeps_the_journal_and_brings_the
     }
     let mut d = TestDockerd::start(IMAGE);
     let env = Env::new();
-    let data = env.data_dir("app");
-    fs::write(data.join("f"), b"v1\n").unwrap();
-    let bind = format!("{}:/data", data.display());
+    let (_, bind) = app_data(&env);
     d.docker(&["run", "-d", "--init", "--network", "none", "--name", "held", "-v", &bind, IMAGE, "sleep", "100000"]);
     let state_of = |d: &TestDockerd| d.docker(&["inspect", "-f", "{{.State.Status}}", "held"]);
 
@@ -96,9 +103,7 @@ fn containers_that_come_up_mid_restore_are_stopped_before_they_can_use_the_repla
     let env = Env::new();
     let (c, looping) = (unique(&env, "app"), unique(&env, "loop"));
     let _cleanup = Cleanup { containers: vec![c.clone(), looping.clone()], volumes: vec![] };
-    let data = env.data_dir("app");
-    fs::write(data.join("f"), b"v1\n").unwrap();
-    let bind = format!("{}:/data", data.display());
+    let (data, bind) = app_data(&env);
     run_container(&c, &["-v", &bind]);
     env.write_manifest("s.yaml", &snapshot_of("s", &format!("container: {c}"), ""));
     assert!(env.run_once(&[]).status.success());
@@ -151,9 +156,7 @@ fn a_capture_says_so_when_a_container_on_the_data_came_up_during_the_read() {
     let env = Env::new();
     let (c, late) = (unique(&env, "app"), unique(&env, "late"));
     let _cleanup = Cleanup { containers: vec![c.clone(), late.clone()], volumes: vec![] };
-    let data = env.data_dir("app");
-    fs::write(data.join("f"), b"v1\n").unwrap();
-    let bind = format!("{}:/data", data.display());
+    let (_, bind) = app_data(&env);
     run_container(&c, &["-v", &bind]);
     run_container(&late, &["-v", &bind]);
     docker(&["stop", &late]);
@@ -267,9 +270,8 @@ fn a_containers_own_stop_timeout_is_honoured_and_a_kill_is_reported() {
     let env = Env::new();
     let c = unique(&env, "quick");
     let _cleanup = Cleanup { containers: vec![c.clone()], volumes: vec![] };
-    let data = env.data_dir("app");
-    fs::write(data.join("f"), b"v1\n").unwrap();
-    stubborn(&c, &format!("{}:/data", data.display()), "2");
+    let (data, bind) = app_data(&env);
+    stubborn(&c, &bind, "2");
     env.write_manifest("s.yaml", &snapshot_of("s", &format!("container: {c}"), ""));
     assert!(env.run_once(&[]).status.success());
     fs::write(data.join("f"), b"v2\n").unwrap();
@@ -298,8 +300,7 @@ fn kill_9_while_docker_is_still_stopping_a_container_leaves_it_running_after_rec
     let env = Env::new();
     let c = unique(&env, "slow");
     let _cleanup = Cleanup { containers: vec![c.clone()], volumes: vec![] };
-    let data = env.data_dir("app");
-    fs::write(data.join("f"), b"v1\n").unwrap();
+    let (data, bind) = app_data(&env);
     let sig = env.data_dir("sig");
     // PID 1 notes the SIGTERM and keeps running until Docker kills it.
     let id = docker(&[
@@ -314,7 +315,7 @@ fn kill_9_while_docker_is_still_stopping_a_container_leaves_it_running_after_rec
         "--name",
         &c,
         "-v",
-        &format!("{}:/data", data.display()),
+        &bind,
         "-v",
         &format!("{}:/sig", sig.display()),
         IMAGE,
@@ -360,9 +361,8 @@ fn namespace_sidecars_are_restarted_after_the_container_whose_namespace_they_sha
     let env = Env::new();
     let (x, side) = (unique(&env, "x"), unique(&env, "side"));
     let _cleanup = Cleanup { containers: vec![side.clone(), x.clone()], volumes: vec![] };
-    let data = env.data_dir("app");
-    fs::write(data.join("f"), b"v1\n").unwrap();
-    run_container(&x, &["-v", &format!("{}:/data", data.display())]);
+    let (_, bind) = app_data(&env);
+    run_container(&x, &["-v", &bind]);
     // The sidecar shares x's network namespace and mounts nothing.
     let net = format!("container:{x}");
     docker(&["run", "-d", "--pull", "never", "--init", "--network", &net, "--name", &side, IMAGE, "sleep", "100000"]);
