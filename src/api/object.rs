@@ -240,6 +240,15 @@ impl Object {
         v.unwrap_or(Value::Null)
     }
 
+    /// The status conditions, created empty if there is no status yet.
+    pub fn conditions_mut(&mut self) -> &mut Vec<crate::api::Condition> {
+        match self {
+            Object::Snapshot(s) => &mut s.status.get_or_insert_with(Default::default).conditions,
+            Object::Restore(r) => &mut r.status.get_or_insert_with(Default::default).conditions,
+            Object::Schedule(s) => &mut s.status.get_or_insert_with(Default::default).conditions,
+        }
+    }
+
     /// Reads back an object this program stored (trusted, already validated).
     pub fn from_stored(kind: Kind, value: Value) -> Result<Object, serde_json::Error> {
         Ok(match kind {

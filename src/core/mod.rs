@@ -1,8 +1,17 @@
-//! The sans-IO reconcile core: given what is observed, decide the next step
-//! and compute the status. No file system, no clock reads (time is passed
-//! in), no Docker, no Kubernetes: both front-ends drive this the same way.
+//! The sans-IO status core: every status volsnap writes is computed here,
+//! as pure functions of (status, facts, now). No file system, no clock
+//! reads (time is passed in), no Docker, no Kubernetes. The reconciler
+//! ([`crate::reconcile`]) gathers the facts and calls these; drivers only
+//! store the result and report its [`object::transitions`].
+//!
+//! - [`snapshot`]: capture and adoption, from accepted to captured or failed.
+//! - [`restore`]: from accepted through the pre-flight to restored, rolled
+//!   back, interrupted or waiting for the runtime.
+//! - [`object`]: invalid objects, spec edits, schedules, transitions.
+//! - [`conditions`]: `meta.SetStatusCondition` semantics.
 
 pub mod conditions;
+pub mod object;
 pub mod restore;
 pub mod snapshot;
 

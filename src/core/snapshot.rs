@@ -151,7 +151,12 @@ pub fn resumed(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, warnin
 }
 
 /// The snapshot failed; `reason` is CamelCase, `message` says what and why.
+/// Failing again for the same reason (a retried `DockerUnavailable`)
+/// changes nothing, so the status is not rewritten at every pass.
 pub fn failed(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, reason: &str, message: &str) {
+    if st.phase == Some(Phase::Failed) && main_reason(st) == Some(reason) {
+        return;
+    }
     st.phase = Some(Phase::Failed);
     st.observed_generation = Some(generation);
     st.completion_time = Some(now);
@@ -176,26 +181,102 @@ pub fn archive_missing(st: &mut VolumeSnapshotStatus, generation: i64, now: Time
     failed(st, generation, now, reasons::ARCHIVE_MISSING, &msg);
 }
 
-/// Files mode: report (or clear) an edit of the immutable spec.
-pub fn spec_changed(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, edit: Option<&str>) {
-    match edit {
-        Some(what) => {
-            set(&mut st.conditions, types::SPEC_CHANGED, S::True, reasons::SPEC_IMMUTABLE, what, Some(generation), now)
+/// The reason of the `Ready` condition, if set.
+pub fn main_reason(st: &VolumeSnapshotStatus) -> Option<&str> {
+    super::conditions::get(&st.conditions, types::READY).map(|c| c.reason.as_str())
+}
+
+/// A new object: accepted, waiting for a worker.
+pub fn accepted(st: &mut VolumeSnapshotStatus, generation: i64, now: Time) {
+    pending(st, generation, now, reasons::PENDING, "Accepted; waiting for a worker");
+}
+
+/// Another operation holds one of the volumes: the capture waits.
+pub fn volume_busy(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, busy: &str) {
+    pending(st, generation, now, reasons::VOLUME_BUSY, &format!("Waiting: another operation is using {busy}"));
+}
+
+/// Every volume of the source was skipped: nothing to capture.
+pub fn no_data(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, skipped: &[SkippedVolume]) {
+    let why: Vec<String> = skipped.iter().map(|s| format!("{}: {}", s.name, s.reason)).collect();
+    let msg = format!("Nothing to capture: every volume was skipped ({})", why.join("; "));
+    st.skipped = skipped.to_vec();
+    failed(st, generation, now, reasons::NO_DATA, &msg);
+}
+
+/// An adoption (`source.archive`) started: the archive is copied and verified.
+pub fn adopting(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, source: &str) {
+    started(st, generation, now, &[]);
+    let msg = format!("Adopting and verifying the archive {source}");
+    set(&mut st.conditions, types::READY, S::False, reasons::CAPTURING, &msg, Some(generation), now);
+    set(&mut st.conditions, types::PROGRESSING, S::True, reasons::CAPTURING, &msg, Some(generation), now);
+}
+
+/// How a capture or adoption that did not produce an archive ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureEnd<'a> {
+    /// Stopped by a shutdown at a safe point: captured again from scratch.
+    Interrupted,
+    /// The archive could not be written (`path`, `error`).
+    WriteFailed {
+        /// The archive path.
+        path: &'a str,
+        /// What went wrong.
+        error: &'a str,
+    },
+    /// The workload could not be held still before reading.
+    QuiesceFailed(&'a str),
+    /// An adopted archive failed the untrusted-archive checks.
+    Rejected(&'a str),
+    /// A volume could not be read (the whole error).
+    ReadFailed(&'a str),
+}
+
+/// A capture (or adoption) ended without an archive: the status says what
+/// happened, what was kept, and what the user can do.
+pub fn capture_ended(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, end: CaptureEnd<'_>) {
+    let (reason, msg) = match end {
+        CaptureEnd::Interrupted => {
+            pending(
+                st,
+                generation,
+                now,
+                reasons::INTERRUPTED,
+                "The capture was interrupted by a shutdown; it starts again from scratch when volsnap next runs",
+            );
+            return;
         }
-        None => {
-            if super::conditions::get(&st.conditions, types::SPEC_CHANGED).is_some() {
-                set(
-                    &mut st.conditions,
-                    types::SPEC_CHANGED,
-                    S::False,
-                    reasons::SPEC_MATCHES,
-                    "The manifest's spec matches the spec the snapshot was taken with",
-                    Some(generation),
-                    now,
-                );
-            }
+        CaptureEnd::WriteFailed { path, error } => (
+            reasons::ARCHIVE_WRITE_FAILED,
+            format!(
+                "Could not write the archive {path}: {error}. Nothing partial was kept. Free space or fix the archives directory, then delete and re-add the manifest to retry"
+            ),
+        ),
+        CaptureEnd::QuiesceFailed(why) => (
+            reasons::QUIESCE_FAILED,
+            format!(
+                "Could not quiesce the workload before reading: {why}. Nothing was captured; containers volsnap paused or stopped were resumed"
+            ),
+        ),
+        CaptureEnd::Rejected(why) => {
+            (reasons::ARCHIVE_INVALID, format!("{why}. Nothing was adopted; the original file was not changed"))
         }
-    }
+        CaptureEnd::ReadFailed(error) => (
+            reasons::READ_FAILED,
+            format!("{error}. Nothing was archived; fix the directory, then delete and re-add the manifest to retry"),
+        ),
+    };
+    failed(st, generation, now, reason, &msg);
+}
+
+/// An adopted archive was verified and stored.
+pub fn adopted(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, source: &str) {
+    let archive = st.archive.as_ref().map(|a| a.path.clone()).unwrap_or_default();
+    let msg = format!(
+        "Adopted {source} after verifying it end to end as untrusted input: {} volume(s), stored as {archive}. The paths recorded inside are information only: restore it with spec.targetPath",
+        st.volumes.len()
+    );
+    set(&mut st.conditions, types::READY, S::True, reasons::ADOPTED, &msg, Some(generation), now);
 }
 
 #[cfg(test)]
@@ -244,11 +325,97 @@ mod tests {
         failed(&mut st, 1, t(1), reasons::NO_DATA, "nothing to capture");
         assert_eq!(st.phase, Some(Phase::Failed));
         assert_eq!(next_step(Some(&st)), Step::Nothing);
-        spec_changed(&mut st, 1, t(2), None);
-        assert!(get(&st.conditions, types::SPEC_CHANGED).is_none(), "no condition until a change is seen");
-        spec_changed(&mut st, 1, t(2), Some("edited"));
-        assert!(is_true(&st.conditions, types::SPEC_CHANGED));
-        spec_changed(&mut st, 1, t(3), None);
-        assert!(!is_true(&st.conditions, types::SPEC_CHANGED));
+        let before = st.clone();
+        failed(&mut st, 1, t(9), reasons::NO_DATA, "nothing to capture, again");
+        assert_eq!(st, before, "failing again for the same reason rewrites nothing");
+    }
+
+    /// Every way a capture ends without an archive, and the reason and the
+    /// words the status then carries.
+    #[test]
+    fn capture_end_table() {
+        let table: [(CaptureEnd, Phase, &str, &str); 5] = [
+            (CaptureEnd::Interrupted, Phase::Pending, reasons::INTERRUPTED, "starts again from scratch"),
+            (
+                CaptureEnd::WriteFailed { path: "/a/x.tar.gz", error: "No space left on device" },
+                Phase::Failed,
+                reasons::ARCHIVE_WRITE_FAILED,
+                "Could not write the archive /a/x.tar.gz: No space left on device. Nothing partial was kept",
+            ),
+            (
+                CaptureEnd::QuiesceFailed("no such container"),
+                Phase::Failed,
+                reasons::QUIESCE_FAILED,
+                "before reading: no such container",
+            ),
+            (
+                CaptureEnd::Rejected("entry escapes"),
+                Phase::Failed,
+                reasons::ARCHIVE_INVALID,
+                "entry escapes. Nothing was adopted",
+            ),
+            (
+                CaptureEnd::ReadFailed("reading /srv/x: EIO"),
+                Phase::Failed,
+                reasons::READ_FAILED,
+                "reading /srv/x: EIO. Nothing was archived",
+            ),
+        ];
+        for (end, phase, reason, words) in table {
+            let mut st = VolumeSnapshotStatus::default();
+            started(&mut st, 1, t(1), &["data".into()]);
+            capture_ended(&mut st, 1, t(2), end);
+            assert_eq!(st.phase, Some(phase), "{end:?}");
+            let ready = get(&st.conditions, types::READY).unwrap();
+            assert_eq!(ready.reason, reason, "{end:?}");
+            assert!(ready.message.contains(words), "{end:?}: {}", ready.message);
+            assert!(!is_true(&st.conditions, types::PROGRESSING), "{end:?}: no work in flight after it ended");
+        }
+    }
+
+    #[test]
+    fn no_data_lists_every_skipped_volume() {
+        let mut st = VolumeSnapshotStatus::default();
+        let skipped = vec![
+            SkippedVolume {
+                name: "cache".into(),
+                path: None,
+                target: None,
+                reason: "tmpfs holds no persistent data".into(),
+            },
+            SkippedVolume { name: "etc".into(), path: None, target: None, reason: "outside the allowed roots".into() },
+        ];
+        no_data(&mut st, 1, t(1), &skipped);
+        let ready = get(&st.conditions, types::READY).unwrap();
+        assert_eq!(ready.reason, reasons::NO_DATA);
+        assert!(ready.message.contains("cache: tmpfs holds no persistent data; etc: outside the allowed roots"));
+        assert_eq!(st.skipped, skipped);
+    }
+
+    #[test]
+    fn adoption_says_where_it_came_from() {
+        let mut st = VolumeSnapshotStatus::default();
+        adopting(&mut st, 1, t(1), "/backups/a.tar.gz");
+        assert_eq!(get(&st.conditions, types::READY).unwrap().reason, reasons::CAPTURING);
+        let archive = ArchiveStatus {
+            path: "/arch/a.tar.gz".into(),
+            format: "tar+gzip".into(),
+            size_bytes: 1,
+            sha256: "x".into(),
+        };
+        completed(
+            &mut st,
+            1,
+            t(2),
+            archive,
+            vec![CapturedVolume { name: "data".into(), ..Default::default() }],
+            vec![],
+        );
+        adopted(&mut st, 1, t(2), "/backups/a.tar.gz");
+        let ready = get(&st.conditions, types::READY).unwrap();
+        assert_eq!((ready.reason.as_str(), ready.status), (reasons::ADOPTED, S::True));
+        assert!(
+            ready.message.contains("Adopted /backups/a.tar.gz") && ready.message.contains("stored as /arch/a.tar.gz")
+        );
     }
 }

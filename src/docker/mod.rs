@@ -15,8 +15,11 @@
 //! - [`quiesce`]: which containers use a set of directories, and the
 //!   [`crate::engine::workload::Workload`] implementation that pauses, stops
 //!   and starts them in dependency order, never acting on a stale ID.
+//! - [`runtime`]: all of it as the reconciler's
+//!   [`Runtime`](crate::reconcile::Runtime), reconnecting when Docker was lost.
 
 pub mod quiesce;
+pub mod runtime;
 pub mod sources;
 
 use std::future::Future;

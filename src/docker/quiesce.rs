@@ -227,7 +227,13 @@ impl Workload for DockerWorkload {
                 ));
             }
             deps.insert(c.id.clone(), c.owners.clone());
-            units.push(StoppedUnit { kind: UNIT_KIND.into(), id: c.id.clone(), name: c.name.clone(), paused: false });
+            units.push(StoppedUnit {
+                kind: UNIT_KIND.into(),
+                id: c.id.clone(),
+                name: c.name.clone(),
+                paused: false,
+                replicas: None,
+            });
         }
         Ok(start_order(units, &deps))
     }
@@ -317,7 +323,7 @@ mod tests {
     use super::*;
 
     fn unit(id: &str) -> StoppedUnit {
-        StoppedUnit { kind: UNIT_KIND.into(), id: id.into(), name: id.into(), paused: false }
+        StoppedUnit { kind: UNIT_KIND.into(), id: id.into(), name: id.into(), paused: false, replicas: None }
     }
 
     #[test]

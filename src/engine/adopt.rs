@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::archive::reader::{EntrySink, walk_checked};
 use super::archive::{ArchiveError, ArchiveManifest, EntryInfo, VerifyLimits};
 use super::capture::{CaptureError, CaptureOutcome, checksum_path, temp_path};
-use super::fsutil;
 use crate::api::CapturedVolume;
+use crate::store::fsutil;
 
 /// Largest number of entries an adopted archive may hold.
 const MAX_ADOPTED_ENTRIES: u64 = 50_000_000;

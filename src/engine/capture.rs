@@ -50,8 +50,8 @@ use crate::engine::archive::{
     ArchiveManifest, ArchiveWriter, CHECKSUM_SUFFIX, EntryMeta, MANIFEST_ENTRY, ManifestVolume, TEMP_SUFFIX,
 };
 use crate::engine::beneath::OpenDir;
-use crate::engine::fsutil;
 use crate::engine::xattr::{self, Xattr};
+use crate::store::fsutil;
 
 /// Warnings kept per volume before they are summarised.
 const MAX_WARNINGS: usize = 20;

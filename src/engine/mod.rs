@@ -6,7 +6,6 @@ pub mod beneath;
 pub mod capture;
 pub mod extract;
 pub mod fault;
-pub mod fsutil;
 pub mod locks;
 pub mod paths;
 pub mod quiesce;

@@ -50,6 +50,12 @@ impl<'a> Quiesce<'a> {
         let (operation_uid, namespace, name) = row;
         let purpose = if mode == QuiesceMode::Pause { Purpose::Capture } else { Purpose::CaptureStop };
         let mut units = workload.plan_stop(dirs, purpose).map_err(|e| e.to_string())?;
+        if mode == QuiesceMode::Pause && !units.is_empty() && !workload.can_pause() {
+            return Err(
+                "this runtime cannot pause workloads, and reading them unfrozen would not be consistent; use quiesce: Stop"
+                    .into(),
+            );
+        }
         for u in units.iter_mut() {
             u.paused = mode == QuiesceMode::Pause;
         }

@@ -29,6 +29,12 @@ pub struct StoppedUnit {
     /// Paused (frozen) rather than stopped: resuming means unpausing.
     #[serde(default)]
     pub paused: bool,
+    /// A workload stopped by scaling it to zero (a Deployment, a
+    /// StatefulSet): the replica count it had, which starting it restores.
+    /// Journaled with the unit, so recovery after a crash scales it back to
+    /// what it was, not to a guess.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
 }
 
 /// Why stopping or starting failed.
@@ -99,6 +105,12 @@ pub trait Workload: Send + Sync {
     /// own stop timeout (or `timeout_seconds` when set). Returns what the
     /// operator should know (a unit that had to be killed).
     fn stop(&self, units: &[StoppedUnit], timeout_seconds: Option<u32>) -> Result<Vec<String>, WorkloadError>;
+    /// Whether [`Workload::pause`] can freeze units. A runtime that cannot
+    /// (one that only scales workloads) says so: a capture with
+    /// `quiesce: Pause` then fails before reading rather than read unfrozen.
+    fn can_pause(&self) -> bool {
+        true
+    }
     /// Freezes `units` without stopping them (capture with `quiesce: Pause`).
     /// Returns the units it paused: one found already paused (by someone
     /// else, since the plan) is not volsnap's to unpause later.
@@ -194,6 +206,7 @@ impl Workload for MarkerWorkload {
                 id: self.dir.display().to_string(),
                 name: "marker".into(),
                 paused: false,
+                replicas: None,
             }]
         } else {
             Vec::new()

@@ -5,7 +5,7 @@
 //! The directory is read, never written (it may be a git checkout). Whoever
 //! can write to it is not trusted with the daemon: files are opened without
 //! blocking and checked on the descriptor, parsed with bounded work (see
-//! [`super::yaml`]), and parsed again only when their content changed.
+//! [`crate::manifest`]), and parsed again only when their content changed.
 //!
 //! Deletion needs positive evidence that a declaration is gone: the file's
 //! name is gone from a readable directory listing, or the file is readable,
@@ -15,21 +15,17 @@
 //! declared before.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{File, Metadata};
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::yaml;
-use crate::api::{Object, ObjectKey, ParseError};
-
-/// Manifest files larger than this are rejected unread (untrusted input).
-pub const MAX_MANIFEST_FILE_BYTES: u64 = 4 * 1024 * 1024;
+use crate::api::ObjectKey;
+pub use crate::manifest::Declaration;
+use crate::manifest::{Decoded, ReadError, decode, read_regular, stat_regular};
 
 /// How long a manifest file must stay unchanged before the objects it no
 /// longer declares are deleted. A file cut short at a document boundary
@@ -42,19 +38,6 @@ pub const SETTLE: Duration = Duration::from_secs(5);
 /// size and timestamps is unchanged (they are coarse): such files are read
 /// again and compared by digest.
 const RACY: Duration = Duration::from_secs(2);
-
-/// One declaration of an object in a file.
-#[derive(Clone, Debug)]
-pub struct Declaration {
-    /// File name within the manifests directory.
-    pub file: String,
-    /// 0-based document index within the file.
-    pub doc: usize,
-    /// The document as written (metadata.namespace defaulted).
-    pub raw: Value,
-    /// The parsed object, or why it is invalid (field and message).
-    pub parsed: Result<Object, (String, String)>,
-}
 
 /// Whether the objects a file declared before, and no longer declares, may
 /// be deleted now.
@@ -100,35 +83,6 @@ pub struct Scan {
     pub files: BTreeMap<String, Removals>,
 }
 
-/// Why a manifest file could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// A symlink whose target does not exist (a deploy swapping directories).
-    #[error("it is a symbolic link to {target}, which does not exist")]
-    Dangling {
-        /// Where it points.
-        target: String,
-    },
-    /// A FIFO, socket, device or directory.
-    #[error("it is {what}, not a regular file")]
-    NotRegular {
-        /// What it is.
-        what: &'static str,
-    },
-    /// Over [`MAX_MANIFEST_FILE_BYTES`].
-    #[error("it is larger than {MAX_MANIFEST_FILE_BYTES} bytes")]
-    TooLarge,
-    /// Not UTF-8.
-    #[error("it is not UTF-8 text (manifests must be UTF-8)")]
-    NotUtf8,
-    /// Any other failure to open or read it.
-    #[error("it cannot be read: {0}")]
-    Io(#[source] std::io::Error),
-    /// Gone between the listing and the read.
-    #[error("it disappeared while being read")]
-    Vanished,
-}
-
 /// Scans `dir` once, without a cache.
 pub fn scan(dir: &Path) -> Scan {
     Scanner::default().scan(dir)
@@ -149,7 +103,7 @@ struct Cached {
     digest: [u8; 32],
     /// When this content was first seen.
     since: Instant,
-    parsed: Arc<Parsed>,
+    parsed: Arc<Decoded>,
 }
 
 /// Identity of a file's content as far as its metadata tells.
@@ -160,20 +114,6 @@ struct Stamp {
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
-}
-
-/// What a file's content declares.
-#[derive(Debug, Default)]
-struct Parsed {
-    declarations: Vec<(ObjectKey, Declaration)>,
-    /// Problems to report.
-    errors: Vec<String>,
-    /// The YAML parsed (the file is not `unparsable`).
-    yaml_ok: bool,
-    /// Parsed, and every document is an identifiable object.
-    complete: bool,
-    /// Ends with a line break.
-    final_newline: bool,
 }
 
 impl Scanner {
@@ -225,7 +165,7 @@ impl Scanner {
                 }
                 _ => {
                     let text = String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)?;
-                    let parsed = Arc::new(parse_file(file, &text));
+                    let parsed = Arc::new(decode(file, &text));
                     let since = Instant::now();
                     self.cache.insert(file.to_string(), Cached { stamp, racy, digest, since, parsed });
                 }
@@ -272,7 +212,7 @@ impl Stamp {
 }
 
 impl Scan {
-    fn add(&mut self, file: &str, parsed: &Parsed) {
+    fn add(&mut self, file: &str, parsed: &Decoded) {
         for (key, decl) in &parsed.declarations {
             self.declared.entry(key.clone()).or_default().push(decl.clone());
         }
@@ -298,129 +238,6 @@ fn list(dir: &Path) -> Result<BTreeSet<String>, String> {
         }
     }
     Ok(names)
-}
-
-/// `stat` (following symlinks: the operator may link manifests in), and
-/// what is wrong if it is not a regular file. Nothing is opened yet, so a
-/// FIFO or device is never opened in the common case.
-fn stat_regular(path: &Path) -> Result<Metadata, ReadError> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => Ok(m),
-        Ok(m) => Err(ReadError::NotRegular { what: what_it_is(&m) }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::symlink_metadata(path) {
-            Ok(l) if l.file_type().is_symlink() => {
-                let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
-                Err(ReadError::Dangling { target })
-            }
-            Ok(_) => Err(ReadError::Io(e)),
-            Err(_) => Err(ReadError::Vanished),
-        },
-        Err(e) => Err(ReadError::Io(e)),
-    }
-}
-
-/// Reads a manifest: opened with `O_NONBLOCK` (a FIFO swapped in after the
-/// `stat` must not block the open or the read), checked on the descriptor,
-/// read up to the cap.
-fn read_regular(path: &Path) -> Result<(Vec<u8>, Metadata), ReadError> {
-    use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
-        rustix::io::Errno::NOENT => ReadError::Vanished,
-        e => ReadError::Io(e.into()),
-    })?;
-    let file = File::from(fd);
-    let meta = file.metadata().map_err(ReadError::Io)?;
-    if !meta.is_file() {
-        return Err(ReadError::NotRegular { what: what_it_is(&meta) });
-    }
-    if meta.len() > MAX_MANIFEST_FILE_BYTES {
-        return Err(ReadError::TooLarge);
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_MANIFEST_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
-    if bytes.len() as u64 > MAX_MANIFEST_FILE_BYTES {
-        return Err(ReadError::TooLarge);
-    }
-    Ok((bytes, meta))
-}
-
-fn what_it_is(m: &Metadata) -> &'static str {
-    let t = m.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    }
-}
-
-/// Parses one file's text into declarations and problems.
-fn parse_file(file: &str, text: &str) -> Parsed {
-    let mut out = Parsed { final_newline: text.ends_with(['\n', '\r']), ..Parsed::default() };
-    let docs = match yaml::parse_documents(text) {
-        Ok(d) => d,
-        Err(e) => {
-            out.errors.push(e.to_string());
-            out.errors.push(KEPT.into());
-            return out;
-        }
-    };
-    out.yaml_ok = true;
-    out.complete = true;
-    let only = docs.len() == 1;
-    for (doc, raw) in docs.into_iter().enumerate() {
-        if let Err(problem) = out.declare(file, doc, raw, only) {
-            out.complete = false;
-            out.errors.push(problem);
-        }
-    }
-    if !out.complete {
-        out.errors.push(KEPT.into());
-    }
-    out
-}
-
-/// Appended to the report of a file that may be incomplete.
-const KEPT: &str =
-    "objects this file declared before are kept (never deleted) until every document in it can be identified again";
-
-impl Parsed {
-    /// Adds one document's declaration; `Err` is why it is not identifiable.
-    fn declare(&mut self, file: &str, doc: usize, raw: Value, only: bool) -> Result<(), String> {
-        if raw.is_null() {
-            return Err(if only {
-                "the file declares nothing (it is empty or holds only comments); to delete the objects it declared, remove the file".into()
-            } else {
-                format!("document {doc} is empty (a stray `---`, or a file cut short)")
-            });
-        }
-        let (key, parsed) = match Object::from_value(raw.clone()) {
-            Ok(obj) => (obj.key(), Ok(obj)),
-            Err(ParseError::Invalid { key, field, message }) => (key, Err((field, message))),
-            Err(ParseError::Unidentifiable(msg)) => return Err(format!("document {doc}: {msg}")),
-        };
-        let raw = with_default_namespace(raw);
-        self.declarations.push((key, Declaration { file: file.to_string(), doc, raw, parsed }));
-        Ok(())
-    }
-}
-
-fn with_default_namespace(mut raw: Value) -> Value {
-    if let Some(meta) = raw.get_mut("metadata").and_then(Value::as_object_mut) {
-        if meta.get("namespace").is_none_or(Value::is_null) {
-            meta.insert("namespace".into(), Value::String("default".into()));
-        }
-    }
-    if let Some(map) = raw.as_object_mut() {
-        map.remove("status");
-    }
-    raw
 }
 
 #[cfg(test)]
@@ -504,7 +321,7 @@ mod tests {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i128;
             let t = now - changed_secs_ago * 1_000_000_000;
             let stamp = Stamp { dev: 1, ino: 1, size: 1, mtime_ns: t, ctime_ns: t };
-            let parsed = Arc::new(Parsed { yaml_ok: true, complete: true, final_newline: true, ..Parsed::default() });
+            let parsed = Arc::new(Decoded { yaml_ok: true, complete: true, final_newline: true, ..Decoded::default() });
             Cached { stamp, racy: false, digest: [0; 32], since, parsed }
         };
         let long_ago = Instant::now().checked_sub(SETTLE * 2).unwrap();

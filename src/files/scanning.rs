@@ -10,10 +10,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{Daemon, Result2};
+use super::daemon::Daemon;
+use super::manifests::{Hold, Removals, SETTLE, Scan, Scanner};
 use crate::api::{ObjectKey, Time};
-use crate::files::manifests::{Hold, Removals, SETTLE, Scan, Scanner};
-use crate::store::StoredObject;
+use crate::store::{StoreError, StoredObject};
+
+type Result2<T> = Result<T, StoreError>;
 
 /// A finished scan, and the scanner (with its cache) to use for the next.
 pub(super) struct ScanDone {
@@ -105,7 +107,7 @@ impl Daemon {
             }
         }
         self.report_files(&file_errors);
-        self.start_work()
+        self.pass()
     }
 
     /// An object its manifest no longer declares: deleted only on positive

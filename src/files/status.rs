@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::api::ObjectKey;
-use crate::engine::fsutil::atomic_write;
+use crate::store::fsutil::atomic_write;
 
 /// Directory of the reports about manifest files that could not be used.
 pub const INVALID_DIR: &str = "_invalid";

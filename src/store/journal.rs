@@ -9,7 +9,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{ArchiveRecord, Store, StoreError, StoredObject};
+use super::{ArchiveRecord, Store, StoreError};
 use crate::api::Time;
 
 /// One journal row.
@@ -81,18 +81,12 @@ impl Store {
         Ok(())
     }
 
-    /// Records the pre-restore snapshot (its archive and its object) and the
-    /// journal step that says so, in one transaction: after a crash either
-    /// all three are there or none is.
-    pub fn commit_pre_restore(
-        &self,
-        archive: &ArchiveRecord,
-        object: &StoredObject,
-        journal: &JournalRow,
-    ) -> Result<(), StoreError> {
+    /// Records the pre-restore snapshot's archive and the journal step that
+    /// says so, in one transaction: after a crash either both are there or
+    /// neither is.
+    pub fn commit_pre_restore(&self, archive: &ArchiveRecord, journal: &JournalRow) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(self.err("begin pre-restore transaction"))?;
         self.put_archive(archive)?;
-        self.put_object(object)?;
         self.journal_put(journal)?;
         tx.commit().map_err(self.err("commit pre-restore transaction"))
     }

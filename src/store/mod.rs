@@ -1,5 +1,17 @@
-//! SQLite state of files mode: objects and archives, versioned migrations,
-//! the archives-directory containment check and the start-up orphan sweep.
+//! SQLite state: archives and journals (both modes), objects (files mode
+//! only), versioned migrations, the archives-directory containment check,
+//! the start-up orphan sweep, and the locks that give one process a state
+//! and an archives directory.
+//!
+//! # Tables
+//!
+//! - `archives`: every archive volsnap wrote or adopted, keyed by the uid of
+//!   its snapshot object (a pre-restore archive, recorded before its object
+//!   exists, by a record id until the object binds it). Both modes.
+//! - `restore_journal`, `quiesce_journal`: the write-ahead journals of
+//!   restores and of held workloads. Both modes.
+//! - `objects`: the objects files mode reads from manifests, with their
+//!   status. Files mode only (in a cluster the API server keeps them).
 //!
 //! # Layout
 //!
@@ -40,7 +52,9 @@
 //!   kept, and a refused path is never touched;
 //! - any other file is left alone.
 
+pub mod fsutil;
 mod journal;
+pub mod lock;
 mod migrations;
 mod paths;
 mod sweep;
@@ -59,6 +73,14 @@ use crate::api::{Kind, ObjectKey, Time};
 
 pub use journal::{JournalRow, QuiesceRow};
 pub use migrations::SCHEMA_VERSION;
+
+/// Suffix of an archive being written. Such files are never visible under a
+/// final name and are removed by the start-up sweep.
+pub const TEMP_SUFFIX: &str = ".partial";
+
+/// Suffix of the checksum file written next to each archive, in the format of
+/// `sha256sum` (so `sha256sum -c` works without volsnap).
+pub const CHECKSUM_SUFFIX: &str = ".sha256";
 
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "volsnap.db";
@@ -562,6 +584,19 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Moves an archive record from the id it was recorded under (a
+    /// pre-restore archive, recorded before its snapshot object existed) to
+    /// the uid of the snapshot object that now holds it. Returns whether it
+    /// moved.
+    pub fn rebind_archive(&self, record_id: &str, snapshot_uid: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached("UPDATE archives SET snapshot_uid = ?2 WHERE snapshot_uid = ?1")
+            .and_then(|mut s| s.execute(params![record_id, snapshot_uid]))
+            .map_err(self.err("bind archive record"))?;
+        Ok(n > 0)
+    }
+
     /// Deletes an archive record (not the file: see
     /// [`Store::delete_archive_file`]). Returns whether it existed.
     pub fn delete_archive_record(&self, snapshot_uid: &str) -> Result<bool, StoreError> {
@@ -636,7 +671,7 @@ impl Store {
             }
         }
         if removed && let Some(dir) = path.parent() {
-            crate::engine::fsutil::fsync_dir(dir).map_err(|e| StoreError::io("fsync directory", dir, e))?;
+            fsutil::fsync_dir(dir).map_err(|e| StoreError::io("fsync directory", dir, e))?;
         }
         Ok(())
     }

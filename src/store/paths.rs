@@ -5,8 +5,8 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use super::CHECKSUM_SUFFIX;
 use super::StoreError;
-use crate::engine::archive::CHECKSUM_SUFFIX;
 
 fn refuse(rel: &str, why: impl Into<String>) -> StoreError {
     StoreError::PathEscapes { path: rel.to_string(), why: why.into() }

@@ -6,8 +6,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::{CHECKSUM_SUFFIX, TEMP_SUFFIX, fsutil};
 use super::{QUARANTINE_DIR, Store, StoreError, SweepReport, paths};
-use crate::engine::archive::{CHECKSUM_SUFFIX, TEMP_SUFFIX};
 
 /// Suffixes of final archive files.
 const ARCHIVE_SUFFIXES: &[&str] = &[".tar.gz", ".tar.zst"];
@@ -125,11 +125,7 @@ impl Store {
 /// fsyncs every directory whose entries changed, making the changes durable.
 fn fsync_dirs(dirs: &BTreeSet<PathBuf>) -> Result<(), StoreError> {
     for dir in dirs {
-        crate::engine::fsutil::fsync_dir(dir).map_err(|e| StoreError::Io {
-            op: "fsync directory",
-            path: dir.clone(),
-            source: e,
-        })?;
+        fsutil::fsync_dir(dir).map_err(|e| StoreError::Io { op: "fsync directory", path: dir.clone(), source: e })?;
     }
     Ok(())
 }

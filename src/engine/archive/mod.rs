@@ -18,13 +18,8 @@ use crate::api::Compression;
 /// Prefix of every volume's entries: `volumes/<index>/...`.
 pub const VOLUMES_DIR: &str = "volumes";
 
-/// Suffix of an archive being written. Such files are never visible under a
-/// final name and are removed by the start-up sweep.
-pub const TEMP_SUFFIX: &str = ".partial";
-
-/// Suffix of the checksum file written next to each archive, in the format of
-/// `sha256sum` (so `sha256sum -c` works without volsnap).
-pub const CHECKSUM_SUFFIX: &str = ".sha256";
+/// The archives directory's file names are the store's (it sweeps them).
+pub use crate::store::{CHECKSUM_SUFFIX, TEMP_SUFFIX};
 
 /// Detects the compression of an archive from its first bytes.
 pub fn detect_compression(magic: &[u8]) -> Option<Compression> {

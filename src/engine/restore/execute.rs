@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::plan::{Destination, JournalStep, Refusal, RestorePlan, record_step};
-use super::pre_restore::finish_after_swap;
+use super::plan::{Destination, JournalStep, PreRestoreSnapshot, Refusal, RestorePlan, record_step};
+use super::pre_restore::{finish_after_swap, record_finished};
 use super::swap_state::{swap_forward, unswap};
-use crate::api::{ObjectKey, RestoredVolume};
+use crate::api::RestoredVolume;
 use crate::core::reasons;
 use crate::engine::archive::{ArchiveError, VerifyLimits, VerifyReport};
 use crate::engine::extract::{self, ExtractOptions, ExtractVolume, Extracted};
@@ -25,8 +25,9 @@ pub struct RestoreOutcome {
     pub volumes: Vec<RestoredVolume>,
     /// Seconds the workload was stopped (in-place restores).
     pub downtime_seconds: Option<f64>,
-    /// The pre-restore snapshot, if one was recorded.
-    pub pre_restore_snapshot: Option<ObjectKey>,
+    /// The pre-restore snapshot, if one was recorded: the caller creates
+    /// its object.
+    pub pre_restore: Option<PreRestoreSnapshot>,
     /// Things the operator should know (e.g. the old data could not be
     /// archived and was kept on disk).
     pub warnings: Vec<String>,
@@ -111,7 +112,9 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Runs a planned restore to the end, or rolls it back.
+    /// Runs a planned restore to the end, or rolls it back. A restore that
+    /// finished leaves its journal row at `Recorded` for the caller to
+    /// [`acknowledge`](super::acknowledge) once its outcome is written.
     pub fn execute(&self, mut plan: RestorePlan) -> Result<RestoreOutcome, RestoreFailure> {
         let failed = |reason, message: String| RestoreFailure::RolledBack(Refusal::fail(reason, message));
         let sites = Sites::open(self.roots, &plan)
@@ -173,11 +176,11 @@ impl Executor<'_> {
                     ));
                 }
                 let _ = site.fsync();
-                let _ = self.store.journal_delete(&plan.restore.uid);
+                record_finished(self.store, &plan).map_err(RestoreFailure::Unfinished)?;
                 Ok(RestoreOutcome {
                     volumes,
                     downtime_seconds: None,
-                    pre_restore_snapshot: None,
+                    pre_restore: None,
                     warnings: plan.extract_notes.clone(),
                 })
             }
@@ -386,7 +389,7 @@ impl Executor<'_> {
         self.journal(&plan, JournalStep::Started).map_err(RestoreFailure::Unfinished)?;
         let (pre, more) = finish_after_swap(self.store, &plan, sites, self.cancel)?;
         warnings.extend(more);
-        Ok(RestoreOutcome { volumes, downtime_seconds: plan.downtime_seconds, pre_restore_snapshot: pre, warnings })
+        Ok(RestoreOutcome { volumes, downtime_seconds: plan.downtime_seconds, pre_restore: pre, warnings })
     }
 }
 

@@ -19,7 +19,11 @@
 //!    stop + swap + start.
 //! 4. **Pre-restore snapshot**: the replaced data (now in the staging or
 //!    aside directory) is archived as the snapshot `<restore>-pre-restore`,
-//!    recorded in one transaction with the journal step, then removed.
+//!    its archive recorded in one transaction with the journal step, then
+//!    removed. The engine returns the snapshot ([`PreRestoreSnapshot`]); the
+//!    caller creates the object. The row stays at step `Recorded` until the
+//!    caller [`acknowledge`]s the outcome, so a crash before the outcome is
+//!    written reports it again rather than running the restore twice.
 //!
 //! # The journal
 //!
@@ -58,14 +62,23 @@ mod recover;
 mod swap_state;
 
 pub use execute::{Executor, RestoreFailure, RestoreOutcome};
-pub use plan::{Destination, JournalStep, ObjRef, PreRestorePlan, Refusal, RestorePlan, VolumePlan};
+pub use plan::{
+    Destination, JournalStep, ObjRef, PreRestorePlan, PreRestoreRecord, PreRestoreSnapshot, Refusal, RestorePlan,
+    VolumePlan,
+};
 pub use preflight::{PreflightInput, preflight};
 pub use recover::{Recovered, Stuck, recover};
 
-/// Annotation on a pre-restore snapshot: the restore that made it
-/// (`<namespace>/<name>`). Files mode deletes the snapshot object (never its
-/// archive) together with that restore.
-pub const PRE_RESTORE_OF_ANNOTATION: &str = "volsnap.dev/pre-restore-of";
+/// Forgets a finished restore's journal row (step `Recorded`) once the
+/// caller has written its outcome (and created its pre-restore snapshot)
+/// where users see it. Until then the row lets a restarted process report
+/// the outcome again instead of running the restore a second time.
+pub fn acknowledge(store: &crate::store::Store, restore_uid: &str) -> Result<(), crate::store::StoreError> {
+    match store.journal_get(restore_uid)? {
+        Some(row) if JournalStep::parse(&row.step) == Some(JournalStep::Recorded) => store.journal_delete(restore_uid),
+        _ => Ok(()),
+    }
+}
 
 /// Suffix of the snapshot that keeps the replaced data.
 pub const PRE_RESTORE_SUFFIX: &str = "-pre-restore";

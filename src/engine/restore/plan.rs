@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Compression, SnapshotSource};
+use crate::api::{ArchiveStatus, CapturedVolume, Compression, SnapshotSource, Time};
 use crate::engine::swap::DirId;
 use crate::engine::workload::StoppedUnit;
 use crate::store::{JournalRow, Store};
@@ -77,7 +77,9 @@ pub struct VolumePlan {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PreRestorePlan {
-    /// Object name (`<restore>-pre-restore`) and the uid it will get.
+    /// Object name (`<restore>-pre-restore`); `uid` is the id its archive
+    /// record is kept under until a snapshot object binds it (journals of
+    /// earlier releases used it as the object's uid too).
     pub snapshot: ObjRef,
     /// Archive path relative to the archives directory.
     pub rel_path: String,
@@ -85,6 +87,41 @@ pub struct PreRestorePlan {
     pub abs_path: PathBuf,
     /// Compression (that of the restored snapshot).
     pub compression: Compression,
+}
+
+/// The pre-restore snapshot a restore recorded: the caller creates the
+/// `VolumeSnapshot` object from it (the engine writes no API objects).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreRestoreSnapshot {
+    /// Namespace (the restore's).
+    pub namespace: String,
+    /// Name (`<restore>-pre-restore`).
+    pub name: String,
+    /// The id its archive record is kept under until the snapshot object
+    /// that is created for it binds the record to its own uid.
+    pub record_id: String,
+    /// What the object is built from; `None` when an earlier release wrote
+    /// the object itself.
+    #[serde(default)]
+    pub recorded: Option<PreRestoreRecord>,
+}
+
+/// What the pre-restore snapshot holds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreRestoreRecord {
+    /// The source it is restorable to (the restored snapshot's workload
+    /// source, or the replaced paths).
+    pub source: SnapshotSource,
+    /// Its compression.
+    pub compression: Compression,
+    /// Its archive.
+    pub archive: ArchiveStatus,
+    /// What was captured, with the live paths the data was replaced at.
+    pub volumes: Vec<CapturedVolume>,
+    /// When it was captured.
+    pub created: Time,
 }
 
 /// Everything a restore does, decided by the pre-flight and journaled.
@@ -135,6 +172,10 @@ pub struct RestorePlan {
     /// message (journaled, so the recovery sweep can still report it).
     #[serde(default)]
     pub extract_notes: Vec<String>,
+    /// Once recorded (step `Recorded`): the pre-restore snapshot, so the
+    /// caller can still create its object after a crash.
+    #[serde(default)]
+    pub pre_restore_recorded: Option<PreRestoreSnapshot>,
 }
 
 /// The steps, in order, as recorded in the journal.
@@ -152,7 +193,9 @@ pub enum JournalStep {
     Swapped,
     /// The workload is running again; the restore's effect is complete.
     Started,
-    /// The pre-restore snapshot is recorded; old data is being removed.
+    /// Finished: the pre-restore snapshot (if any) is recorded and the old
+    /// data is being removed. The row stays until the caller has written
+    /// the outcome where users see it and [`acknowledge`](super::acknowledge)s it.
     Recorded,
 }
 
@@ -181,7 +224,8 @@ impl JournalStep {
         }
     }
 
-    pub(super) fn parse(s: &str) -> Option<JournalStep> {
+    /// The step a journal word names.
+    pub fn parse(s: &str) -> Option<JournalStep> {
         Self::ALL.into_iter().find(|x| x.as_str() == s)
     }
 }
@@ -200,7 +244,8 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    pub(super) fn fail(reason: &'static str, message: impl Into<String>) -> Refusal {
+    /// A refusal that is final (not waited out).
+    pub fn fail(reason: &'static str, message: impl Into<String>) -> Refusal {
         Refusal { reason, message: message.into(), wait: false }
     }
 }

@@ -1,32 +1,30 @@
 //! The pre-restore snapshot: after the swap, the replaced data is archived,
-//! recorded with the journal step, then removed.
+//! its archive recorded with the journal step, then removed. The snapshot
+//! object itself is the caller's to create (from the returned
+//! [`PreRestoreSnapshot`]): the engine writes no API objects.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use super::PRE_RESTORE_OF_ANNOTATION;
 use super::execute::{RestoreFailure, Sites};
-use super::plan::{JournalStep, PreRestorePlan, RestorePlan};
+use super::plan::{JournalStep, PreRestorePlan, PreRestoreRecord, PreRestoreSnapshot, RestorePlan};
 use super::swap_state::old_data_dir;
-use crate::api::{
-    API_VERSION, ArchiveStatus, DeletionPolicy, Kind, ObjectKey, PathSource, SnapshotSource, Time, VolumeSnapshot,
-    VolumeSnapshotSpec,
-};
-use crate::core::snapshot as snap;
+use crate::api::{ArchiveStatus, PathSource, SnapshotSource, Time};
 use crate::engine::archive::{ArchiveManifest, ManifestVolume, SnapshotRef};
 use crate::engine::capture::{self, CaptureJob, CaptureProgress, CaptureVolume};
 use crate::engine::fault;
-use crate::store::{ArchiveRecord, JournalRow, Store, StoredObject};
+use crate::store::{ArchiveRecord, JournalRow, Store};
 
 /// After the swap (and the restart): archive the replaced data as the
 /// pre-restore snapshot, record it, remove it. Shared by the normal path
-/// and the recovery sweep. Returns the snapshot recorded and warnings.
+/// and the recovery sweep. Returns the snapshot recorded and warnings; the
+/// journal row is left at `Recorded` for the caller to acknowledge.
 pub(super) fn finish_after_swap(
     store: &Store,
     plan: &RestorePlan,
     sites: &Sites,
     cancel: &AtomicBool,
-) -> Result<(Option<ObjectKey>, Vec<String>), RestoreFailure> {
+) -> Result<(Option<PreRestoreSnapshot>, Vec<String>), RestoreFailure> {
     let mut warnings = Vec::new();
     let mut recorded = None;
     let old_dirs: Vec<(usize, PathBuf)> =
@@ -49,26 +47,20 @@ pub(super) fn finish_after_swap(
                     pre.snapshot.name,
                     kept.join(", ")
                 ));
-                let _ = store.journal_delete(&plan.restore.uid);
+                let mut plan = plan.clone();
+                plan.pre_restore = None;
+                record_finished(store, &plan).map_err(RestoreFailure::Unfinished)?;
                 return Ok((None, warnings));
             }
         }
     } else {
-        let _ = store.journal_put(&JournalRow {
-            restore_uid: plan.restore.uid.clone(),
-            namespace: plan.restore.namespace.clone(),
-            name: plan.restore.name.clone(),
-            step: JournalStep::Recorded.as_str().into(),
-            plan_json: serde_json::to_string(plan).unwrap_or_default(),
-        });
-        fault::point("restore:Recorded");
+        record_finished(store, plan).map_err(RestoreFailure::Unfinished)?;
     }
     for (i, d) in &old_dirs {
         if let Err(e) = sites.volume(*i).remove_tree(d) {
             warnings.push(format!("could not remove the replaced data at {}: {e}", d.display()));
         }
     }
-    store.journal_delete(&plan.restore.uid).map_err(|e| RestoreFailure::Unfinished(e.to_string()))?;
     Ok((recorded, warnings))
 }
 
@@ -84,7 +76,7 @@ fn archive_old_data(
     sites: &Sites,
     old_dirs: &[(usize, PathBuf)],
     cancel: &AtomicBool,
-) -> Result<ObjectKey, ArchiveOld> {
+) -> Result<PreRestoreSnapshot, ArchiveOld> {
     let now = Time::now();
     let volumes: Vec<CaptureVolume> = old_dirs
         .iter()
@@ -145,52 +137,36 @@ fn archive_old_data(
     for (c, (vi, _)) in captured.iter_mut().zip(old_dirs) {
         c.path = plan.volumes[*vi].target.display().to_string();
     }
-    let key =
-        ObjectKey { kind: Kind::Snapshot, namespace: pre.snapshot.namespace.clone(), name: pre.snapshot.name.clone() };
-    let mut snapshot = VolumeSnapshot::new(
-        &pre.snapshot.name,
-        VolumeSnapshotSpec {
-            source: plan.workload_source.clone().unwrap_or_else(|| SnapshotSource {
-                paths: Some(
-                    old_dirs
-                        .iter()
-                        .map(|(vi, _)| PathSource {
-                            name: Some(plan.volumes[*vi].name.clone()),
-                            path: plan.volumes[*vi].target.display().to_string(),
-                        })
-                        .collect(),
-                ),
-                ..Default::default()
-            }),
-            quiesce: None,
-            compression: pre.compression,
-            deletion_policy: DeletionPolicy::Retain,
-            node_name: None,
-            stop_timeout_seconds: None,
-        },
-    );
-    snapshot.metadata.namespace = Some(pre.snapshot.namespace.clone());
-    snapshot.metadata.uid = Some(pre.snapshot.uid.clone());
-    snapshot.metadata.generation = Some(1);
-    snapshot.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now.0));
-    snapshot.metadata.annotations = Some(
-        [(PRE_RESTORE_OF_ANNOTATION.to_string(), format!("{}/{}", plan.restore.namespace, plan.restore.name))]
-            .into_iter()
-            .collect(),
-    );
-    let status = snapshot.status.get_or_insert_with(Default::default);
     let archive = ArchiveStatus {
         path: pre.abs_path.display().to_string(),
         format: pre.compression.format().into(),
         size_bytes: outcome.size_bytes,
         sha256: outcome.sha256.clone(),
     };
-    status.start_time = Some(now);
-    snap::completed(status, 1, Time::now(), archive, captured, Vec::new());
-    let mut value = serde_json::to_value(&snapshot).map_err(|e| ArchiveOld::Failed(e.to_string()))?;
-    value["apiVersion"] = API_VERSION.into();
-    value["kind"] = "VolumeSnapshot".into();
-    let object = StoredObject { uid: pre.snapshot.uid.clone(), key: key.clone(), manifest_file: None, object: value };
+    let source = plan.workload_source.clone().unwrap_or_else(|| SnapshotSource {
+        paths: Some(
+            old_dirs
+                .iter()
+                .map(|(vi, _)| PathSource {
+                    name: Some(plan.volumes[*vi].name.clone()),
+                    path: plan.volumes[*vi].target.display().to_string(),
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    });
+    let snapshot = PreRestoreSnapshot {
+        namespace: pre.snapshot.namespace.clone(),
+        name: pre.snapshot.name.clone(),
+        record_id: pre.snapshot.uid.clone(),
+        recorded: Some(PreRestoreRecord {
+            source,
+            compression: pre.compression,
+            archive,
+            volumes: captured,
+            created: now,
+        }),
+    };
     let record = ArchiveRecord {
         snapshot_uid: pre.snapshot.uid.clone(),
         namespace: pre.snapshot.namespace.clone(),
@@ -203,14 +179,29 @@ fn archive_old_data(
         created_at: now,
         object_present: true,
     };
-    let row = JournalRow {
+    let mut plan = plan.clone();
+    plan.pre_restore_recorded = Some(snapshot.clone());
+    store.commit_pre_restore(&record, &recorded_row(&plan)).map_err(|e| ArchiveOld::Failed(e.to_string()))?;
+    fault::point("restore:Recorded");
+    Ok(snapshot)
+}
+
+/// The journal row of a finished restore: step `Recorded`, which stays until
+/// the caller has written the outcome where users see it
+/// ([`acknowledge`](super::acknowledge)).
+fn recorded_row(plan: &RestorePlan) -> JournalRow {
+    JournalRow {
         restore_uid: plan.restore.uid.clone(),
         namespace: plan.restore.namespace.clone(),
         name: plan.restore.name.clone(),
         step: JournalStep::Recorded.as_str().into(),
         plan_json: serde_json::to_string(plan).unwrap_or_default(),
-    };
-    store.commit_pre_restore(&record, &object, &row).map_err(|e| ArchiveOld::Failed(e.to_string()))?;
+    }
+}
+
+/// Marks a restore finished in the journal (step `Recorded`).
+pub(super) fn record_finished(store: &Store, plan: &RestorePlan) -> Result<(), String> {
+    store.journal_put(&recorded_row(plan)).map_err(|e| e.to_string())?;
     fault::point("restore:Recorded");
-    Ok(key)
+    Ok(())
 }

@@ -242,6 +242,7 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
             .filter(|s| s.archive.is_none()),
         foreign: snapshot.spec.source.archive.is_some(),
         extract_notes: Vec::new(),
+        pre_restore_recorded: None,
     })
 }
 

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use super::execute::{Sites, remove_staging};
-use super::plan::{Destination, JournalStep, ObjRef, RestorePlan, record_step};
-use super::pre_restore::finish_after_swap;
+use super::plan::{Destination, JournalStep, ObjRef, PreRestoreSnapshot, RestorePlan, record_step};
+use super::pre_restore::{finish_after_swap, record_finished};
 use super::swap_state::{VolumeState, foreign, same_dir, swap_forward, unswap, volume_state};
-use crate::api::{Kind, ObjectKey, RestoredVolume};
+use crate::api::RestoredVolume;
 use crate::engine::quiesce::resume_in_order;
 use crate::engine::site::Roots;
 use crate::engine::workload::{Purpose, StoppedUnit, Workload, WorkloadError};
@@ -24,8 +24,12 @@ pub struct Recovered {
     pub forward: bool,
     /// The restored volumes (forward only).
     pub volumes: Vec<RestoredVolume>,
-    /// The pre-restore snapshot recorded (forward only).
-    pub pre_restore_snapshot: Option<ObjectKey>,
+    /// The pre-restore snapshot recorded (forward only): the caller creates
+    /// its object if it does not exist yet.
+    pub pre_restore: Option<PreRestoreSnapshot>,
+    /// The restore had finished (journal step `Recorded`) and only the
+    /// acknowledgement was missing: its status may already say so.
+    pub finished_before: bool,
     /// Problems met (a workload that did not start, ...).
     pub warnings: Vec<String>,
 }
@@ -89,7 +93,9 @@ fn hold_for_recovery(
 }
 
 /// Finishes or rolls back every restore the journal says was interrupted,
-/// except those `skip` names (a restore running in this process). Runs at
+/// except those `skip` names (a restore running in this process, or one
+/// whose outcome the caller already holds). Rows of finished restores
+/// (`Recorded`) are reported again, and stay until acknowledged. Runs at
 /// start-up before any reconcile, and again at every resync for rows that
 /// could not be acted on, whether or not the restore objects still exist.
 pub fn recover(
@@ -148,7 +154,8 @@ fn recover_one(
         restore: restore_ref.clone(),
         forward: false,
         volumes: Vec::new(),
-        pre_restore_snapshot: None,
+        pre_restore: None,
+        finished_before: false,
         warnings,
     };
     if let (Destination::NewDirectory { target, staging, .. }, Sites::NewDirectory(site)) = (&plan.destination, &sites)
@@ -157,12 +164,21 @@ fn recover_one(
         let forward = step >= JournalStep::Swapping && same_dir(site.id(target).map_err(|e| e.to_string())?, new_id);
         if !forward {
             site.remove_tree(staging).map_err(|e| format!("removing {}: {e}", staging.display()))?;
+            store.journal_delete(&plan.restore.uid).map_err(|e| e.to_string())?;
+        } else if step < JournalStep::Recorded {
+            record_finished(store, &plan)?;
         }
-        store.journal_delete(&plan.restore.uid).map_err(|e| e.to_string())?;
         tracing::info!(restore = %plan.restore.name, forward, "Recovered an interrupted restore into a new directory");
         return Ok(if forward {
             warnings.extend(plan.extract_notes.iter().cloned());
-            Recovered { restore: plan.restore.clone(), forward, volumes, pre_restore_snapshot: None, warnings }
+            Recovered {
+                restore: plan.restore.clone(),
+                forward,
+                volumes,
+                pre_restore: None,
+                finished_before: step == JournalStep::Recorded,
+                warnings,
+            }
         } else {
             back(warnings)
         });
@@ -240,23 +256,33 @@ fn recover_one(
     }
     let mut recorded = None;
     if step >= JournalStep::Recorded {
-        // The pre-restore snapshot is recorded: only the removal was left.
-        recorded = plan.pre_restore.take().map(|p| ObjectKey {
-            kind: Kind::Snapshot,
-            namespace: p.snapshot.namespace,
-            name: p.snapshot.name,
+        // The pre-restore snapshot is recorded: only the removal (and the
+        // acknowledgement) was left.
+        recorded = plan.pre_restore_recorded.clone().or_else(|| {
+            plan.pre_restore.as_ref().map(|p| PreRestoreSnapshot {
+                namespace: p.snapshot.namespace.clone(),
+                name: p.snapshot.name.clone(),
+                record_id: p.snapshot.uid.clone(),
+                recorded: None,
+            })
         });
+        plan.pre_restore = None;
     }
     let never = AtomicBool::new(false);
     let (pre, more) = finish_after_swap(store, &plan, &sites, &never).map_err(|f| format!("{f:?}"))?;
     warnings.extend(more);
     warnings.extend(plan.extract_notes.iter().cloned());
-    tracing::info!(restore = %plan.restore.name, step = step.as_str(), "Rolled forward an interrupted restore: the live data is the snapshot's");
+    if step == JournalStep::Recorded {
+        tracing::info!(restore = %plan.restore.name, "Found a finished restore whose outcome was not acknowledged yet");
+    } else {
+        tracing::info!(restore = %plan.restore.name, step = step.as_str(), "Rolled forward an interrupted restore: the live data is the snapshot's");
+    }
     Ok(Recovered {
         restore: plan.restore.clone(),
         forward: true,
         volumes,
-        pre_restore_snapshot: pre.or(recorded),
+        pre_restore: pre.or(recorded),
+        finished_before: step == JournalStep::Recorded,
         warnings,
     })
 }
