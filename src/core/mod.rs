@@ -12,6 +12,12 @@
 
 pub mod conditions;
 pub mod object;
+
+/// Tests: the time `s` seconds after the epoch.
+#[cfg(test)]
+pub(crate) fn test_time(s: i64) -> crate::api::Time {
+    crate::api::Time(jiff::Timestamp::from_second(s).unwrap())
+}
 pub mod restore;
 pub mod snapshot;
 

@@ -94,9 +94,7 @@ pub fn transitions(before: &[Condition], after: &[Condition], phase: Option<Phas
 mod tests {
     use super::*;
 
-    fn t(s: i64) -> Time {
-        Time(jiff::Timestamp::from_second(s).unwrap())
-    }
+    use crate::core::test_time as t;
 
     #[test]
     fn invalid_spec_per_kind() {

@@ -204,9 +204,7 @@ mod tests {
     use super::*;
     use crate::core::conditions::{get, is_true};
 
-    fn t(s: i64) -> Time {
-        Time(jiff::Timestamp::from_second(s).unwrap())
-    }
+    use crate::core::test_time as t;
 
     #[test]
     fn lifecycle() {

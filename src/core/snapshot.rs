@@ -191,6 +191,12 @@ pub fn accepted(st: &mut VolumeSnapshotStatus, generation: i64, now: Time) {
     pending(st, generation, now, reasons::PENDING, "Accepted; waiting for a worker");
 }
 
+/// The volumes of the source that will not be captured, with the reasons
+/// (known before the capture starts).
+pub fn skipped(st: &mut VolumeSnapshotStatus, skipped: &[SkippedVolume]) {
+    st.skipped = skipped.to_vec();
+}
+
 /// Another operation holds one of the volumes: the capture waits.
 pub fn volume_busy(st: &mut VolumeSnapshotStatus, generation: i64, now: Time, busy: &str) {
     pending(st, generation, now, reasons::VOLUME_BUSY, &format!("Waiting: another operation is using {busy}"));
@@ -284,9 +290,7 @@ mod tests {
     use super::*;
     use crate::core::conditions::{get, is_true};
 
-    fn t(s: i64) -> Time {
-        Time(jiff::Timestamp::from_second(s).unwrap())
-    }
+    use crate::core::test_time as t;
 
     #[test]
     fn lifecycle() {

@@ -205,6 +205,14 @@ impl DockerWorkload {
 }
 
 impl Workload for DockerWorkload {
+    fn describe(&self, u: &StoppedUnit) -> String {
+        format!("container {} ({})", u.name, &u.id[..u.id.len().min(12)])
+    }
+
+    fn runtime_name(&self) -> &'static str {
+        "Docker"
+    }
+
     fn plan_stop(&self, dirs: &[PathBuf], purpose: Purpose) -> Result<Vec<StoppedUnit>, WorkloadError> {
         let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.canonicalize().unwrap_or_else(|_| d.clone())).collect();
         let candidates = self.candidates(&dirs).map_err(listing_failed)?;

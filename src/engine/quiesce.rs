@@ -169,9 +169,8 @@ impl<'a> Quiesce<'a> {
             .filter(|u| !self.units.iter().any(|h| h.id == u.id))
             .map(|u| {
                 format!(
-                    "{} {} came up while volsnap read the data, so it was not held still throughout: the archive may not be consistent",
-                    if u.kind == "docker" { "container" } else { u.kind.as_str() },
-                    u.name
+                    "{} came up while volsnap read the data, so it was not held still throughout: the archive may not be consistent",
+                    self.workload.describe(u)
                 )
             })
             .collect()

@@ -115,6 +115,14 @@ pub trait Workload: Send + Sync {
     /// Returns the units it paused: one found already paused (by someone
     /// else, since the plan) is not volsnap's to unpause later.
     fn pause(&self, units: &[StoppedUnit]) -> Result<Vec<StoppedUnit>, WorkloadError>;
+    /// How messages name a unit (`container app (1f2e3d4c5b6a)`).
+    fn describe(&self, unit: &StoppedUnit) -> String {
+        format!("{} {}", unit.kind, unit.name)
+    }
+    /// How messages name the runtime (`Docker`).
+    fn runtime_name(&self) -> &'static str {
+        "the runtime"
+    }
     /// Brings `units` back, in order: unpauses the paused ones, starts the
     /// stopped ones. Returns what the operator should know (a unit removed
     /// or re-created meanwhile is reported, not started; one already resumed

@@ -16,14 +16,13 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::manifests::Scanner;
 use super::status::StatusFiles;
 use super::watch::DirWatch;
 use crate::api::Kind;
 use crate::docker::runtime::DockerRuntime;
 use crate::engine::paths::{PathPolicy, PolicyError};
+use crate::manifest::dir::Scanner;
 use crate::reconcile::{Next, Reconciler, Settings};
-use crate::store::lock::{LockFailure, lock_directory, lock_file_in};
 use crate::store::{Store, StoreError};
 
 /// Settings of `volsnap run`.
@@ -59,37 +58,12 @@ pub enum RunOutcome {
 /// Start-up failures (the daemon never fails on a bad object).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// The state store could not be opened.
+    /// The state store could not be opened, or another daemon owns it.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Bad `--allowed-root`.
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    /// Another daemon uses the same state directory.
-    #[error("another volsnap daemon is using the state directory {0} (lock file volsnap.lock is held)")]
-    Locked(PathBuf),
-    /// Another daemon uses the same archives directory.
-    #[error(
-        "another volsnap daemon is using the archives directory {0} (it holds a lock on the directory); give each daemon its own --archives"
-    )]
-    ArchivesLocked(PathBuf),
-    /// The lock file could not be created.
-    #[error("cannot create lock file in state directory {path}: {source}")]
-    LockFile {
-        /// The lock file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-}
-
-impl DaemonError {
-    fn lock(failure: LockFailure, held: DaemonError) -> DaemonError {
-        match failure {
-            LockFailure::Held => held,
-            LockFailure::File(path, source) => DaemonError::LockFile { path, source },
-        }
-    }
 }
 
 /// Runs the daemon until `shutdown` resolves (or, with `once`, until done).
@@ -98,13 +72,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunOutcome, DaemonError> {
     let store = Store::open(&cfg.state, &cfg.archives)?;
-    let _lock = lock_file_in(&cfg.state, "volsnap.lock")
-        .map_err(|e| DaemonError::lock(e, DaemonError::Locked(cfg.state.clone())))?;
-    // Two daemons sharing an archives directory would each quarantine the
-    // other's archives as orphans at start-up.
-    let archives = store.archives_dir().to_path_buf();
-    let _archives_lock =
-        lock_directory(&archives).map_err(|e| DaemonError::lock(e, DaemonError::ArchivesLocked(archives.clone())))?;
+    let _owned = store.take_ownership(&cfg.state)?;
     let policy = PathPolicy::new(&cfg.allowed_roots, &[cfg.state.clone(), cfg.archives.clone()])?;
     if cfg.allowed_roots.is_empty() {
         tracing::warn!("No --allowed-root configured: every source.paths volume will be skipped");

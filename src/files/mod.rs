@@ -3,8 +3,9 @@
 //! them is the reconciler's ([`crate::reconcile`]); this module turns files
 //! into objects and the reconciler's answers into status files.
 //!
-//! - `manifests`: reading the manifests directory with bounded work, and
-//!   when a declaration counts as gone.
+//! What the manifests directory holds, and when a declaration counts as
+//! gone, is read by [`crate::manifest::dir`].
+//!
 //! - `scanning`: scans off the main loop, and bringing the objects in line
 //!   with a finished scan (deleting only on evidence).
 //! - `objects`: declarations into stored objects (files mode is its own API
@@ -14,7 +15,6 @@
 //! - `daemon`: the loop (`volsnap run`).
 
 pub mod daemon;
-pub mod manifests;
 mod objects;
 mod pass;
 mod scanning;

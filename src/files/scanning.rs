@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::daemon::Daemon;
-use super::manifests::{Hold, Removals, SETTLE, Scan, Scanner};
 use crate::api::{ObjectKey, Time};
+use crate::manifest::dir::{Hold, Removals, SETTLE, Scan, Scanner};
 use crate::store::{StoreError, StoredObject};
 
 type Result2<T> = Result<T, StoreError>;

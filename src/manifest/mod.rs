@@ -8,8 +8,11 @@
 //! - [`decode`]: a file's documents into declared objects, invalid objects
 //!   (with the field) and problems, and whether the file is complete enough
 //!   for its missing declarations to count as deletions.
+//! - [`dir`]: a directory of manifests, scanned with a cache, and the
+//!   evidence that a declaration is gone (deleting needs it).
 
 pub mod decode;
+pub mod dir;
 pub mod read;
 pub mod yaml;
 

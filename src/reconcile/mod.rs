@@ -183,8 +183,7 @@ impl Reconciler {
         let gone: Vec<String> = self.awaiting_ack.iter().filter(|uid| !exists(uid)).cloned().collect();
         for uid in gone {
             if !self.restores.contains_key(&uid) {
-                crate::engine::restore::acknowledge(&self.store, &uid)?;
-                self.awaiting_ack.remove(&uid);
+                self.forget_finished(&uid)?;
             }
         }
         Ok(())

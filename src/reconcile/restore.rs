@@ -99,17 +99,31 @@ impl Reconciler {
         Ok(Reconciled { status: st, create, next })
     }
 
-    /// The restore's object is gone: a finished journal row is forgotten
-    /// (its pre-restore snapshot, if not created yet, is not: its archive is
-    /// kept). Work in flight runs to its end; a row the journal keeps stays
-    /// for the recovery sweep.
+    /// The restore's object is gone: a finished journal row is forgotten,
+    /// and a pre-restore snapshot whose object was never created leaves its
+    /// archive retained. Work in flight runs to its end; a row the journal
+    /// keeps stays for the recovery sweep.
     pub fn restore_deleted(&mut self, r: &VolumeRestore) -> Result<(), StoreError> {
         let uid = uid_of(&r.metadata);
         self.recovered.remove(&uid);
         if !self.restores.contains_key(&uid) {
-            engine::acknowledge(&self.store, &uid)?;
-            self.awaiting_ack.remove(&uid);
+            self.forget_finished(&uid)?;
         }
+        Ok(())
+    }
+
+    /// Acknowledges the finished journal row of a restore whose object is
+    /// gone; an unbound pre-restore archive is marked as retained.
+    pub(super) fn forget_finished(&mut self, uid: &str) -> Result<(), StoreError> {
+        if let Some(row) = self.store.journal_get(uid)?
+            && JournalStep::parse(&row.step) == Some(JournalStep::Recorded)
+            && let Ok(plan) = serde_json::from_str::<RestorePlan>(&row.plan_json)
+            && let Some(pre) = &plan.pre_restore_recorded
+        {
+            self.store.set_archive_object_present(&pre.record_id, false)?;
+        }
+        engine::acknowledge(&self.store, uid)?;
+        self.awaiting_ack.remove(uid);
         Ok(())
     }
 
@@ -121,7 +135,7 @@ impl Reconciler {
             let Some((result, guard)) = self.restores[&uid].work.take() else { continue };
             self.restores.remove(&uid);
             match result {
-                Ok(_) => engine::acknowledge(&self.store, &uid)?,
+                Ok(_) => self.forget_finished(&uid)?,
                 Err(RestoreFailure::WaitingForRuntime(_) | RestoreFailure::Unfinished(_)) => {
                     self.stuck.insert(uid.clone(), StuckRestore { _guard: Some(guard), waiting: None });
                 }

@@ -185,7 +185,7 @@ impl Reconciler {
             snap::no_data(st, generation, now, &resolution.skipped);
             return Ok(Next::Done);
         }
-        st.skipped = resolution.skipped.clone();
+        snap::skipped(st, &resolution.skipped);
         let guard = match self.locks.try_lock_all(resolution.volumes.iter().map(|v| v.path.clone()).collect()) {
             Ok(g) => g,
             Err(busy) => {
@@ -349,7 +349,7 @@ impl Reconciler {
             size_bytes: outcome.size_bytes,
             sha256: outcome.sha256.clone(),
         };
-        let skipped = std::mem::take(&mut st.skipped);
+        let skipped = st.skipped.clone();
         snap::completed(st, generation, now, archive, outcome.volumes.clone(), skipped);
         if !captured.quiesce_warnings.is_empty() {
             snap::quiesce_warnings(st, generation, now, &captured.quiesce_warnings);

@@ -469,6 +469,7 @@ fn a_finished_restore_is_reported_after_a_crash_not_run_again() {
     let mut s = snapshot("s", paths(&env.data), None, DeletionPolicy::Retain);
     settle_snapshot(&mut rec, &mut s);
     objects.put(&s);
+    std::fs::write(env.data.join("file"), b"version 2").unwrap();
     let r = restore("r", "s");
     let started = rec.restore(&r, &objects).unwrap();
     assert_eq!(started.next, Next::Running);
@@ -480,6 +481,10 @@ fn a_finished_restore_is_reported_after_a_crash_not_run_again() {
     let mut rec = env.reconciler(true);
     assert_eq!(settle_restore(&mut rec, &mut r, &mut objects), Next::Waiting);
     assert_eq!(restore_reason(&r), reasons::RESTORED, "reported from the journal");
+    let msg = &conditions::get(&r.status.as_ref().unwrap().conditions, types::SUCCEEDED).unwrap().message;
+    // Run a second time, it would have archived the restored data as the
+    // "replaced" data: version 2 would be lost.
+    assert!(msg.contains("the recovery sweep finished it"), "not run a second time: {msg}");
     assert!(objects.snapshot("default", "r-pre-restore").is_some(), "the pre-restore snapshot is created after all");
     assert_eq!(rec.restore(&r, &objects).unwrap().next, Next::Done);
 }
@@ -562,4 +567,26 @@ fn adoption_verifies_the_archive_and_refuses_garbage() {
     settle_snapshot(&mut rec, &mut bad);
     assert_eq!(snap_reason(&bad), reasons::ARCHIVE_INVALID);
     assert!(garbage.exists() && copy.exists(), "the originals are never touched");
+}
+
+#[test]
+fn a_restore_deleted_before_its_pre_restore_snapshot_exists_retains_the_archive() {
+    let env = Env::new();
+    let mut objects = Objects::default();
+    let mut rec = env.reconciler(true);
+    let mut s = snapshot("s", paths(&env.data), None, DeletionPolicy::Retain);
+    settle_snapshot(&mut rec, &mut s);
+    objects.put(&s);
+    let r = restore("r", "s");
+    assert_eq!(rec.restore(&r, &objects).unwrap().next, Next::Running);
+    wait_for_work(&rec);
+    let out = rec.restore(&r, &objects).unwrap();
+    assert_eq!(out.create.len(), 1, "the pre-restore snapshot is asked for");
+    let record_id = out.create[0].metadata.annotations.as_ref().unwrap()[ARCHIVE_RECORD_ANNOTATION].clone();
+    // The driver never creates it: the restore's object is deleted first.
+    rec.restore_deleted(&r).unwrap();
+    assert!(env.store().journal_get("uid-r").unwrap().is_none(), "the finished row is forgotten");
+    let kept = env.store().archive(&record_id).unwrap().expect("the replaced data's archive is kept");
+    assert!(!kept.object_present, "and shown as retained, with no snapshot object");
+    assert!(env.archives.join(&kept.rel_path).is_file());
 }

@@ -1,22 +1,44 @@
 //! One process owns a state directory and an archives directory at a time:
 //! exclusive `flock`s, released by the kernel when the process dies (even by
-//! SIGKILL).
+//! SIGKILL). Two processes sharing an archives directory would each
+//! quarantine the other's archives as orphans at start-up.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// Why a lock was not taken.
+use super::{Store, StoreError};
+
+/// The locks, held while this value lives.
 #[derive(Debug)]
-pub enum LockFailure {
-    /// Another process holds it.
+pub struct Ownership {
+    _state: File,
+    _archives: File,
+}
+
+/// Why a lock was not taken.
+enum LockFailure {
     Held,
-    /// The lock file could not be created (or the directory opened).
     File(PathBuf, std::io::Error),
 }
 
-/// Takes an exclusive lock on `<dir>/<name>`, held as long as the returned
-/// file is open.
-pub fn lock_file_in(dir: &Path, name: &str) -> Result<File, LockFailure> {
+impl Store {
+    /// Takes the state directory (`<state>/volsnap.lock`) and the archives
+    /// directory (a lock on the directory itself, so no file is added to
+    /// it) for this process, or says which one another process holds.
+    pub fn take_ownership(&self, state_dir: &Path) -> Result<Ownership, StoreError> {
+        let failed = |f: LockFailure, held: StoreError| match f {
+            LockFailure::Held => held,
+            LockFailure::File(path, source) => StoreError::LockFile { path, source },
+        };
+        let state = lock_file_in(state_dir, "volsnap.lock")
+            .map_err(|f| failed(f, StoreError::StateLocked(state_dir.to_path_buf())))?;
+        let archives = lock_directory(&self.archives_dir)
+            .map_err(|f| failed(f, StoreError::ArchivesLocked(self.archives_dir.clone())))?;
+        Ok(Ownership { _state: state, _archives: archives })
+    }
+}
+
+fn lock_file_in(dir: &Path, name: &str) -> Result<File, LockFailure> {
     let path = dir.join(name);
     let file = File::options()
         .create(true)
@@ -28,9 +50,7 @@ pub fn lock_file_in(dir: &Path, name: &str) -> Result<File, LockFailure> {
     Ok(file)
 }
 
-/// Takes an exclusive lock on the directory itself (a descriptor of the
-/// directory, so no lock file is added to it), held while it is open.
-pub fn lock_directory(dir: &Path) -> Result<File, LockFailure> {
+fn lock_directory(dir: &Path) -> Result<File, LockFailure> {
     let file = File::open(dir).map_err(|e| LockFailure::File(dir.to_path_buf(), e))?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| LockFailure::Held)?;
     Ok(file)

@@ -54,7 +54,7 @@
 
 pub mod fsutil;
 mod journal;
-pub mod lock;
+mod lock;
 mod migrations;
 mod paths;
 mod sweep;
@@ -72,6 +72,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::api::{Kind, ObjectKey, Time};
 
 pub use journal::{JournalRow, QuiesceRow};
+pub use lock::Ownership;
 pub use migrations::SCHEMA_VERSION;
 
 /// Suffix of an archive being written. Such files are never visible under a
@@ -95,6 +96,22 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process uses the same state directory.
+    #[error("another volsnap daemon is using the state directory {0} (lock file volsnap.lock is held)")]
+    StateLocked(PathBuf),
+    /// Another process uses the same archives directory.
+    #[error(
+        "another volsnap daemon is using the archives directory {0} (it holds a lock on the directory); give each daemon its own --archives"
+    )]
+    ArchivesLocked(PathBuf),
+    /// The lock file could not be created.
+    #[error("cannot create lock file in state directory {path}: {source}")]
+    LockFile {
+        /// The lock file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// SQLite failed.
     #[error("state database {path}: {op}: {source}")]
     Sqlite {

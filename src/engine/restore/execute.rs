@@ -15,7 +15,7 @@ use crate::engine::extract::{self, ExtractOptions, ExtractVolume, Extracted};
 use crate::engine::fault;
 use crate::engine::quiesce::resume_in_order;
 use crate::engine::site::{Roots, Site};
-use crate::engine::workload::{Purpose, StoppedUnit, Workload, WorkloadError};
+use crate::engine::workload::{Purpose, Workload, WorkloadError};
 use crate::store::Store;
 
 /// What a finished restore reports.
@@ -283,7 +283,8 @@ impl Executor<'_> {
             match failed {
                 None => rollback(plan, reason, message),
                 Some(e) if e.unreachable => RestoreFailure::WaitingForRuntime(format!(
-                    "{message}; starting the workload again failed ({e}): the recovery sweep rolls back and starts it when Docker answers"
+                    "{message}; starting the workload again failed ({e}): the recovery sweep rolls back and starts it when {} answers",
+                    self.workload.runtime_name()
                 )),
                 Some(e) => RestoreFailure::Unfinished(format!(
                     "{message}; starting the workload again failed ({e}): the recovery sweep retries"
@@ -362,7 +363,8 @@ impl Executor<'_> {
             Ok(w) => warnings.extend(w),
             Err(e) if e.unreachable => {
                 return Err(RestoreFailure::WaitingForRuntime(format!(
-                    "the data was restored, but Docker stopped answering ({e}); the recovery sweep starts the workload when it answers"
+                    "the data was restored, but {} stopped answering ({e}); the recovery sweep starts the workload when it answers",
+                    self.workload.runtime_name()
                 )));
             }
             Err(e) => warnings.push(format!("after the swap: {e}")),
@@ -377,7 +379,8 @@ impl Executor<'_> {
             // The journal stays at Swapped: the recovery sweep starts it.
             Some(e) if e.unreachable => {
                 return Err(RestoreFailure::WaitingForRuntime(format!(
-                    "the data was restored, but starting the workload again failed ({e}); the recovery sweep starts it when Docker answers"
+                    "the data was restored, but starting the workload again failed ({e}); the recovery sweep starts it when {} answers",
+                    self.workload.runtime_name()
                 )));
             }
             Some(e) => {
@@ -408,7 +411,7 @@ impl Executor<'_> {
             for u in &live {
                 warnings.push(format!(
                     "{} came up while volsnap held the workload stopped for the restore; it was stopped again before it could use the replaced data",
-                    shown_unit(u)
+                    self.workload.describe(u)
                 ));
                 if !plan.stopped.iter().any(|s| s.id == u.id) {
                     plan.stopped.push(u.clone());
@@ -427,15 +430,6 @@ impl Executor<'_> {
                 "containers using the targets kept coming back after {HOLD_ROUNDS} rounds of stopping them (a restart policy?); the restore does not swap under them"
             ),
         ))
-    }
-}
-
-/// A unit as messages show it.
-fn shown_unit(u: &StoppedUnit) -> String {
-    if u.kind == "docker" {
-        format!("container {} ({})", u.name, &u.id[..u.id.len().min(12)])
-    } else {
-        format!("{} {}", u.kind, u.name)
     }
 }
 

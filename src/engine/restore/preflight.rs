@@ -140,15 +140,9 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
                         ),
                     ));
                 }
-                SnapshotSource { container: Some(_), .. } | SnapshotSource { volume: Some(_), .. } => Vec::new(),
-                _ => {
-                    return Err(Refusal::fail(
-                        reasons::UNSUPPORTED_SOURCE,
-                        format!(
-                            "VolumeSnapshot {snap_key} has a PVC source, which files mode cannot restore in place; set spec.targetPath to restore into a new directory. Nothing was touched"
-                        ),
-                    ));
-                }
+                // A source that names a workload: its targets are the
+                // runtime's to resolve (`runtime_targets`).
+                _ => Vec::new(),
             };
             let runtime = match (&snapshot.spec.source.paths, input.runtime_targets) {
                 (Some(_), _) => None,
@@ -156,8 +150,10 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
                 (None, Some(Err(r))) => return Err(r),
                 (None, None) => {
                     return Err(Refusal::fail(
-                        reasons::DOCKER_UNAVAILABLE,
-                        "the snapshot's source needs Docker; nothing was touched",
+                        reasons::UNSUPPORTED_SOURCE,
+                        format!(
+                            "VolumeSnapshot {snap_key} names a workload no runtime resolved; set spec.targetPath to restore into a new directory. Nothing was touched"
+                        ),
                     ));
                 }
             };

@@ -1,11 +1,12 @@
-//! Scanning the manifests directory: multi-document YAML files into declared
-//! objects, invalid objects, and file-level errors, plus, for every file,
-//! whether objects it no longer declares may be deleted.
+//! Scanning a directory of manifests: multi-document YAML files into
+//! declared objects, invalid objects, and file-level errors, plus, for every
+//! file, whether objects it no longer declares count as deleted.
 //!
 //! The directory is read, never written (it may be a git checkout). Whoever
-//! can write to it is not trusted with the daemon: files are opened without
-//! blocking and checked on the descriptor, parsed with bounded work (see
-//! [`crate::manifest`]), and parsed again only when their content changed.
+//! can write to it is not trusted with the host: files are opened without
+//! blocking and checked on the descriptor ([`super::read`]), parsed with
+//! bounded work ([`super::yaml`]), and parsed again only when their content
+//! changed.
 //!
 //! Deletion needs positive evidence that a declaration is gone: the file's
 //! name is gone from a readable directory listing, or the file is readable,
@@ -23,9 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use super::{Declaration, Decoded, ReadError, decode, read_regular, stat_regular};
 use crate::api::ObjectKey;
-pub use crate::manifest::Declaration;
-use crate::manifest::{Decoded, ReadError, decode, read_regular, stat_regular};
 
 /// How long a manifest file must stay unchanged before the objects it no
 /// longer declares are deleted. A file cut short at a document boundary
