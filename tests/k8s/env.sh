@@ -42,7 +42,7 @@ pid_of() {
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1 # gone, or a zombie
 	[[ ${exe##*/} == "$name" ]] || return 1
-	tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$E2E_DIR/" || return 1
+	tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$E2E_DIR/" || return 1
 	echo "$pid"
 }
 pid_alive() { pid_of "$1" >/dev/null; }
