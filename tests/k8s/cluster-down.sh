@@ -2,7 +2,8 @@
 # Stops the control plane that cluster-up.sh started, and only it: each
 # process named by a pid file under .e2e/pids/ that still runs the binary
 # cluster-up.sh started there. Safe to call when nothing runs, or twice.
-# Keeps .e2e/ (logs, data) for a look afterwards; cluster-up.sh wipes it.
+# Keeps .e2e/ (logs, data, certs) for a look afterwards, all but .e2e/env;
+# the next cluster-up.sh wipes it.
 set -euo pipefail
 # shellcheck source=tests/k8s/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -29,4 +30,6 @@ for name in kube-controller-manager kube-apiserver etcd; do
 	fi
 	rm -f "$PIDS/$name.pid"
 done
+# Its ports are no longer served: a script that sources it should not think so.
+rm -f "$E2E_DIR/env"
 ((stopped > 0)) || log "no cluster running under $E2E_DIR"
