@@ -46,11 +46,14 @@ elif ((${#running[@]} > 0)); then
 fi
 
 # Fresh state: a test must not see objects a previous run left in etcd.
-rm -rf "$E2E_DIR"
-mkdir -p "$PKI" "$PIDS" "$LOGS" "$E2E_DIR/apiserver-certs"
-# Private: it holds the CA key and admin credentials (etcd wants 700 too).
+# Only what this script makes is removed, in case VOLSNAP_E2E_DIR points at
+# a directory that holds anything else.
+rm -rf "${E2E_DIR:?}"/{etcd,pki,logs,pids,apiserver-certs,kubeconfig,controller-manager.kubeconfig,env}
+mkdir -p "$E2E_DIR" "$PKI" "$PIDS" "$LOGS" "$E2E_DIR/apiserver-certs"
+# Private: the CA and service-account keys (etcd wants 700 for its data too;
+# the kubeconfigs are made 600).
 mkdir -m 700 "$E2E_DIR/etcd"
-chmod 700 "$E2E_DIR" "$PKI"
+chmod 700 "$PKI"
 
 # If anything below fails, stop what was started: no stray processes.
 trap 'rc=$?; if ((rc != 0)); then log "cluster-up failed: stopping what it started"; bash "$K8S_SCRIPTS/cluster-down.sh" >&2 || true; fi' EXIT
@@ -237,8 +240,9 @@ wait_ready kube-apiserver "$APISERVER_URL/readyz" ok \
 
 # --use-service-account-credentials: each controller acts as its own
 #   ServiceAccount (as in kubeadm clusters), so RBAC is exercised as for real.
-# --service-account-private-key-file, --root-ca-file: it mints the legacy
-#   token Secrets and publishes the CA (kube-root-ca.crt) into namespaces.
+# --service-account-private-key-file, --root-ca-file: it fills in token
+#   Secrets (type kubernetes.io/service-account-token) and publishes the CA
+#   into each namespace (ConfigMap kube-root-ca.crt).
 # --cluster-signing-*: CertificateSigningRequests get signed by our CA.
 # --authentication-skip-lookup: it would otherwise read a front-proxy CA that
 #   this API server has none of (an error every few seconds in its log).

@@ -96,6 +96,13 @@ who=$(kt auth whoami -o jsonpath='{.status.userInfo.username}') || fail "the API
 kt auth can-i --list -n "$ns" >/dev/null || fail "auth can-i --list with the token failed"
 [[ $(kt auth can-i list secrets -n "$ns" 2>/dev/null || true) == no ]] ||
 	fail "a ServiceAccount without any role may list secrets: RBAC is not enforced"
+# What a pod would use to verify the API server: published by the
+# controller-manager (--root-ca-file) into every namespace.
+t0=$SECONDS
+until k get configmap kube-root-ca.crt -n "$ns" >/dev/null 2>&1; do
+	((SECONDS - t0 < 60)) || fail "no ConfigMap kube-root-ca.crt in $ns"
+	sleep 0.5
+done
 
 step "the controller-manager binds a hostPath PV to a PVC"
 # Matched by a label, which binds at once. (A PV pre-bound with claimRef
