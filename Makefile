@@ -79,6 +79,19 @@ test: test-deps ## Run all tests (unit, e2e incl. Docker and CRD staleness), rus
 e2e: test-deps ## Run only the end-to-end tests (tests/e2e)
 	@$(call with_docker,$(CARGO) test $(TEST_FEATURES) --test e2e)
 
+# A local Kubernetes control plane (etcd, kube-apiserver,
+# kube-controller-manager; no scheduler or kubelet) for controller tests,
+# built from Go modules into ~/.cache/volsnap/k8s (VOLSNAP_K8S_CACHE), with
+# its state and admin kubeconfig under .e2e/. See tests/k8s/.
+.PHONY: cluster-up
+cluster-up: ## Build (first time ~10 min, then cached) and start a local Kubernetes control plane; kubeconfig in .e2e/kubeconfig
+	bash tests/k8s/build-control-plane.sh
+	bash tests/k8s/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the control plane that cluster-up started (safe to repeat; keeps .e2e/ logs)
+	bash tests/k8s/cluster-down.sh
+
 .PHONY: bench
 bench: bench-deps ## Release build, then capture and restore speed/RSS/downtime vs tar+gzip/pigz/zstd
 	$(CARGO) build --release
