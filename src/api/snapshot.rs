@@ -244,6 +244,10 @@ pub struct VolumeSnapshotStatus {
     /// Bytes read so far while InProgress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// Kubernetes mode: the node whose agent captured it and holds the
+    /// archive (restores of it run there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
 }
 
 /// Where the archive lives and how to check it.

@@ -110,4 +110,19 @@ pub mod reasons {
     pub const SOURCE_NOT_FOUND: &str = "SourceNotFound";
     /// The workload could not be paused or stopped for the capture.
     pub const QUIESCE_FAILED: &str = "QuiesceFailed";
+    /// Kubernetes mode: the API server does not answer (retried).
+    pub const API_SERVER_UNAVAILABLE: &str = "ApiServerUnavailable";
+    /// Kubernetes mode: the source exists but cannot be used yet (a PVC not
+    /// bound yet; retried).
+    pub const SOURCE_NOT_READY: &str = "SourceNotReady";
+    /// Kubernetes mode: which node holds the data cannot be told; the
+    /// message says what to set.
+    pub const NODE_UNKNOWN: &str = "NodeUnknown";
+
+    /// Whether an object that failed for `reason` is tried again while the
+    /// process runs: the runtime did not answer, or the source is not
+    /// ready yet. Anything else is final.
+    pub fn retried(reason: &str) -> bool {
+        [DOCKER_UNAVAILABLE, API_SERVER_UNAVAILABLE, SOURCE_NOT_READY].contains(&reason)
+    }
 }

@@ -69,16 +69,6 @@ pub fn completed(
     );
 }
 
-/// The restore holds (or held) the workload and waits for the runtime to
-/// answer: its journal keeps the state, and the recovery sweep finishes it
-/// at a resync once Docker is back. Not a failure.
-pub fn waiting_for_runtime(st: &mut VolumeRestoreStatus, generation: i64, now: Time, message: &str) {
-    st.phase = Some(Phase::InProgress);
-    st.observed_generation = Some(generation);
-    set(&mut st.conditions, types::SUCCEEDED, S::Unknown, reasons::DOCKER_UNAVAILABLE, message, Some(generation), now);
-    set(&mut st.conditions, types::PROGRESSING, S::True, reasons::DOCKER_UNAVAILABLE, message, Some(generation), now);
-}
-
 /// The restore failed; the message says what, why, and that the live data
 /// was left as it was. Failing again for the same reason changes nothing.
 pub fn failed(st: &mut VolumeRestoreStatus, generation: i64, now: Time, reason: &str, message: &str) {
@@ -159,13 +149,16 @@ pub fn interrupted(st: &mut VolumeRestoreStatus, generation: i64, now: Time) {
     );
 }
 
-/// The restore holds the workload and waits for the runtime (`why`) to
-/// answer before it can finish or roll back.
-pub fn waiting_for_docker(st: &mut VolumeRestoreStatus, generation: i64, now: Time, why: &str) {
+/// The restore holds the workload and waits for the runtime (`runtime`,
+/// which does not answer: `why`) before it can finish or roll back.
+pub fn waiting_for(st: &mut VolumeRestoreStatus, generation: i64, now: Time, reason: &str, runtime: &str, why: &str) {
     let msg = format!(
-        "Waiting for Docker: {why}. The journal keeps the restore's state and the containers it stopped; at every resync the recovery sweep tries again and, once Docker answers, finishes (or rolls back) the swap and starts them"
+        "Waiting for {runtime}: {why}. The journal keeps the restore's state and the workload it stopped; at every resync the recovery sweep tries again and, once {runtime} answers, finishes (or rolls back) the swap and starts it again"
     );
-    waiting_for_runtime(st, generation, now, &msg);
+    st.phase = Some(Phase::InProgress);
+    st.observed_generation = Some(generation);
+    set(&mut st.conditions, types::SUCCEEDED, S::Unknown, reason, &msg, Some(generation), now);
+    set(&mut st.conditions, types::PROGRESSING, S::True, reason, &msg, Some(generation), now);
 }
 
 /// The restore could not finish (`why`) after the swap may have begun: the
@@ -263,7 +256,7 @@ mod tests {
             ),
             (
                 "waiting",
-                Box::new(|st| waiting_for_docker(st, 1, t(2), "connection refused")),
+                Box::new(|st| waiting_for(st, 1, t(2), reasons::DOCKER_UNAVAILABLE, "Docker", "connection refused")),
                 Phase::InProgress,
                 types::PROGRESSING,
                 reasons::DOCKER_UNAVAILABLE,

@@ -186,6 +186,11 @@ pub fn main_reason(st: &VolumeSnapshotStatus) -> Option<&str> {
     super::conditions::get(&st.conditions, types::READY).map(|c| c.reason.as_str())
 }
 
+/// Kubernetes mode: the node whose agent captures it (and holds the archive).
+pub fn on_node(st: &mut VolumeSnapshotStatus, node: &str) {
+    st.node_name = Some(node.to_string());
+}
+
 /// A new object: accepted, waiting for a worker.
 pub fn accepted(st: &mut VolumeSnapshotStatus, generation: i64, now: Time) {
     pending(st, generation, now, reasons::PENDING, "Accepted; waiting for a worker");

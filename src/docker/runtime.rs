@@ -106,7 +106,13 @@ impl DockerRuntime {
 }
 
 impl Runtime for DockerRuntime {
-    fn resolve(&self, src: &SnapshotSource, policy: &PathPolicy, verify_live: bool) -> Result<Resolution, Unresolved> {
+    fn resolve(
+        &self,
+        _namespace: &str,
+        src: &SnapshotSource,
+        policy: &PathPolicy,
+        verify_live: bool,
+    ) -> Result<Resolution, Unresolved> {
         if let Some(u) = unsupported(src) {
             return Err(u);
         }

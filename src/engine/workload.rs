@@ -123,6 +123,11 @@ pub trait Workload: Send + Sync {
     fn runtime_name(&self) -> &'static str {
         "the runtime"
     }
+    /// The condition reason when the runtime does not answer (files mode:
+    /// `DockerUnavailable`, which scripts match on).
+    fn unavailable_reason(&self) -> &'static str {
+        crate::core::reasons::DOCKER_UNAVAILABLE
+    }
     /// Brings `units` back, in order: unpauses the paused ones, starts the
     /// stopped ones. Returns what the operator should know (a unit removed
     /// or re-created meanwhile is reported, not started; one already resumed

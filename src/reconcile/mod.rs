@@ -119,6 +119,9 @@ pub struct Reconciler {
     /// Restores whose journal row waits at `Recorded` for their outcome to
     /// be observed.
     awaiting_ack: HashSet<String>,
+    /// The status of each pre-restore snapshot asked for, by archive record
+    /// id, until its object's first reconcile.
+    pre_restore_status: HashMap<String, crate::api::VolumeSnapshotStatus>,
     stopping: bool,
 }
 
@@ -140,6 +143,7 @@ impl Reconciler {
             resumed: HashMap::new(),
             missing: HashMap::new(),
             awaiting_ack: HashSet::new(),
+            pre_restore_status: HashMap::new(),
             stopping: false,
         }
     }

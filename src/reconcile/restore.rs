@@ -70,10 +70,11 @@ impl Reconciler {
             }
         }
         if let Some(stuck) = self.stuck.get(&uid) {
+            let workload = self.runtime.workload();
             if let Some(why) = &stuck.waiting
-                && rst::main_reason(&st) != Some(reasons::DOCKER_UNAVAILABLE)
+                && rst::main_reason(&st) != Some(workload.unavailable_reason())
             {
-                rst::waiting_for_docker(&mut st, generation, now, why);
+                rst::waiting_for(&mut st, generation, now, workload.unavailable_reason(), workload.runtime_name(), why);
             }
             return Ok(Reconciled { status: st, create, next: Next::Stuck });
         }
@@ -149,7 +150,7 @@ impl Reconciler {
     fn restore_retries(&self, st: &VolumeRestoreStatus) -> bool {
         self.settings.retry_unavailable
             && st.phase == Some(Phase::Failed)
-            && rst::main_reason(st) == Some(reasons::DOCKER_UNAVAILABLE)
+            && rst::main_reason(st).is_some_and(reasons::retried)
     }
 
     /// Records how a restore's work ended.
@@ -183,7 +184,8 @@ impl Reconciler {
             }
             Err(RestoreFailure::Interrupted) => rst::interrupted(st, generation, now),
             Err(RestoreFailure::WaitingForRuntime(why)) => {
-                rst::waiting_for_docker(st, generation, now, &why);
+                let workload = self.runtime.workload();
+                rst::waiting_for(st, generation, now, workload.unavailable_reason(), workload.runtime_name(), &why);
                 self.stuck.insert(uid, StuckRestore { _guard: Some(guard), waiting: Some(why) });
             }
             Err(RestoreFailure::Unfinished(why)) => {
@@ -224,7 +226,7 @@ impl Reconciler {
     /// The pre-restore snapshot object to create, unless it exists (or an
     /// earlier release created it itself).
     fn pre_restore_object(
-        &self,
+        &mut self,
         r: &VolumeRestore,
         pre: &PreRestoreSnapshot,
         view: &dyn View,
@@ -263,6 +265,9 @@ impl Reconciler {
         let st = s.status.get_or_insert_with(Default::default);
         st.start_time = Some(recorded.created);
         snap::completed(st, 1, recorded.created, recorded.archive.clone(), recorded.volumes.clone(), Vec::new());
+        // Its first reconcile gives it this status, whoever writes first
+        // (a cluster creates the object without status).
+        self.pre_restore_status.insert(pre.record_id.clone(), st.clone());
         Some(s)
     }
 
@@ -328,7 +333,7 @@ impl Reconciler {
             Some(s)
                 if s.spec.source.paths.is_none() && s.spec.source.archive.is_none() && r.spec.target_path.is_none() =>
             {
-                Some(match self.runtime.resolve(&s.spec.source, &self.policy, false) {
+                Some(match self.runtime.resolve(&namespace, &s.spec.source, &self.policy, false) {
                     Ok(res) => Ok(res.volumes.into_iter().map(|v| (v.name, v.path)).collect()),
                     Err(u) => Err(Refusal {
                         reason: u.reason,
@@ -357,17 +362,14 @@ impl Reconciler {
             }
             Err(refusal) => {
                 rst::failed(st, generation, now, refusal.reason, &refusal.message);
-                return Ok(if refusal.reason == reasons::DOCKER_UNAVAILABLE && self.restore_retries(st) {
-                    Next::Waiting
-                } else {
-                    Next::Done
-                });
+                return Ok(if self.restore_retries(st) { Next::Waiting } else { Next::Done });
             }
         };
         if plan.destination == Destination::InPlace
             && let Err(msg) = self.runtime.workload_ready()
         {
-            rst::failed(st, generation, now, reasons::DOCKER_UNAVAILABLE, &format!("{msg}; nothing was touched"));
+            let reason = self.runtime.workload().unavailable_reason();
+            rst::failed(st, generation, now, reason, &format!("{msg}; nothing was touched"));
             return Ok(if self.restore_retries(st) { Next::Waiting } else { Next::Done });
         }
         let lock_keys: Vec<PathBuf> = match &plan.destination {

@@ -26,23 +26,16 @@ pub struct Unresolved {
     pub message: String,
 }
 
-impl Unresolved {
-    /// Whether the runtime did not answer (retried while the process runs),
-    /// as opposed to an answer that refuses.
-    pub fn unavailable(&self) -> bool {
-        self.reason == reasons::DOCKER_UNAVAILABLE
-    }
-}
-
 /// What a runtime provides to the reconciler.
 pub trait Runtime: Send + Sync {
     /// The host directories of a source that names a workload (not
-    /// `paths`, not `archive`), each checked against `policy`, and every
-    /// volume that will not be captured with the reason. `verify_live`: a
-    /// capture that reads while the workload runs checks that what it
-    /// opened is what the workload has mounted.
+    /// `paths`, not `archive`) in `namespace`, each checked against
+    /// `policy`, and every volume that will not be captured with the
+    /// reason. `verify_live`: a capture that reads while the workload runs
+    /// checks that what it opened is what the workload has mounted.
     fn resolve(
         &self,
+        namespace: &str,
         source: &SnapshotSource,
         policy: &PathPolicy,
         verify_live: bool,
@@ -73,7 +66,7 @@ pub trait Runtime: Send + Sync {
 pub struct NoRuntime;
 
 impl Runtime for NoRuntime {
-    fn resolve(&self, source: &SnapshotSource, _: &PathPolicy, _: bool) -> Result<Resolution, Unresolved> {
+    fn resolve(&self, _: &str, source: &SnapshotSource, _: &PathPolicy, _: bool) -> Result<Resolution, Unresolved> {
         Err(unsupported(source).unwrap_or_else(|| Unresolved {
             reason: reasons::DOCKER_UNAVAILABLE,
             message: "this source needs Docker, and volsnap runs without it".into(),

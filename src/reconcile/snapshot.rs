@@ -60,10 +60,22 @@ impl Reconciler {
             snap::archive_missing(&mut st, generation, now, &path, refused.as_deref());
         }
         if let Some(warnings) = self.resumed.remove(&uid) {
-            let waited = conditions::get(&st.conditions, types::PROGRESSING)
-                .is_some_and(|c| c.reason == reasons::DOCKER_UNAVAILABLE);
+            let waited =
+                conditions::get(&st.conditions, types::PROGRESSING).is_some_and(|c| reasons::retried(&c.reason));
             if waited {
                 snap::resumed(&mut st, generation, now, &warnings);
+            }
+        }
+        if st.phase.is_none()
+            && let Some(id) = s.metadata.annotations.as_ref().and_then(|a| a.get(super::ARCHIVE_RECORD_ANNOTATION))
+        {
+            // A snapshot created for an archive volsnap already recorded (a
+            // restore's pre-restore snapshot, created without status): it is
+            // that archive, never a new capture.
+            if let Some(known) = self.pre_restore_status.remove(id) {
+                st = known;
+            } else if let Some((archive, volumes)) = self.recorded_archive(s)? {
+                snap::completed(&mut st, generation, now, archive, volumes, Vec::new());
             }
         }
         if st.phase.is_none() {
@@ -79,12 +91,12 @@ impl Reconciler {
         done(st, next)
     }
 
-    /// A snapshot that failed only because the runtime did not answer is
-    /// tried again while the process runs.
+    /// A snapshot that failed only because the runtime did not answer (or
+    /// its source is not ready yet) is tried again while the process runs.
     fn retries(&self, st: &VolumeSnapshotStatus) -> bool {
         self.settings.retry_unavailable
             && st.phase == Some(Phase::Failed)
-            && snap::main_reason(st) == Some(reasons::DOCKER_UNAVAILABLE)
+            && snap::main_reason(st).is_some_and(reasons::retried)
     }
 
     /// The snapshot's object is gone: stop its work, and apply its deletion
@@ -139,6 +151,38 @@ impl Reconciler {
         Ok(())
     }
 
+    /// The archive a snapshot annotated with a record id stands for, as
+    /// status: the archive and the volumes its manifest lists.
+    fn recorded_archive(
+        &self,
+        s: &VolumeSnapshot,
+    ) -> Result<Option<(ArchiveStatus, Vec<crate::api::CapturedVolume>)>, StoreError> {
+        if s.metadata.annotations.as_ref().and_then(|a| a.get(super::ARCHIVE_RECORD_ANNOTATION)).is_none() {
+            return Ok(None);
+        }
+        let Some(rec) = self.archive_of(s)? else { return Ok(None) };
+        let volumes = serde_json::from_str::<ArchiveManifest>(&rec.manifest_json)
+            .map(|m| {
+                m.volumes
+                    .into_iter()
+                    .map(|v| crate::api::CapturedVolume {
+                        name: v.name,
+                        path: v.source,
+                        target: v.target,
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let archive = ArchiveStatus {
+            path: self.store.archives_dir().join(&rec.rel_path).display().to_string(),
+            format: rec.format,
+            size_bytes: rec.size_bytes,
+            sha256: rec.sha256,
+        };
+        Ok(Some((archive, volumes)))
+    }
+
     /// A pre-restore snapshot created by a driver binds the archive record
     /// the restore made (kept under a record id until now) to its own uid.
     fn bind_archive(&self, s: &VolumeSnapshot) -> Result<(), StoreError> {
@@ -166,7 +210,7 @@ impl Reconciler {
         // its mounts must still be the directories opened.
         let resolution = match &src.paths {
             Some(paths) => Ok(self.policy.resolve(paths)),
-            None => self.runtime.resolve(src, &self.policy, mode != QuiesceMode::Stop),
+            None => self.runtime.resolve(&key.namespace, src, &self.policy, mode != QuiesceMode::Stop),
         };
         let resolution = match resolution {
             Ok(r) => r,
@@ -178,7 +222,7 @@ impl Reconciler {
         if mode != QuiesceMode::None
             && let Err(msg) = self.runtime.workload_ready()
         {
-            snap::failed(st, generation, now, reasons::DOCKER_UNAVAILABLE, &msg);
+            snap::failed(st, generation, now, self.runtime.workload().unavailable_reason(), &msg);
             return Ok(self.after_failure(st));
         }
         if resolution.volumes.is_empty() {

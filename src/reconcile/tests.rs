@@ -116,7 +116,7 @@ struct FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
-    fn resolve(&self, src: &SnapshotSource, policy: &PathPolicy, _: bool) -> Result<Resolution, Unresolved> {
+    fn resolve(&self, _: &str, src: &SnapshotSource, policy: &PathPolicy, _: bool) -> Result<Resolution, Unresolved> {
         if !self.up.load(Ordering::SeqCst) {
             return Err(Unresolved { reason: reasons::DOCKER_UNAVAILABLE, message: "the fake runtime is down".into() });
         }

@@ -292,7 +292,7 @@ impl Executor<'_> {
             }
         };
         let workload_failed = |e: &WorkloadError| {
-            if e.unreachable { reasons::DOCKER_UNAVAILABLE } else { reasons::WORKLOAD_FAILED }
+            if e.unreachable { self.workload.unavailable_reason() } else { reasons::WORKLOAD_FAILED }
         };
         let targets: Vec<PathBuf> = plan.volumes.iter().map(|v| v.target.clone()).collect();
         plan.stopped = match self.workload.plan_stop(&targets, Purpose::Restore) {
