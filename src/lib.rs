@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod core;
 pub mod docker;
 pub mod engine;

@@ -76,6 +76,12 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Run the Kubernetes-mode agent of one node: reconcile the
+    /// VolumeSnapshots and VolumeRestores of this node.
+    ///
+    /// Uses the in-cluster configuration, or KUBECONFIG. Status goes to each
+    /// object's status subresource, with an Event per transition.
+    Controller(ControllerArgs),
     /// Print the CustomResourceDefinitions as YAML (crds/ is generated from this).
     Crds,
     /// Inspect archive files.
@@ -152,6 +158,29 @@ struct RunArgs {
     max_concurrent: usize,
 }
 
+#[derive(Args, Debug)]
+struct ControllerArgs {
+    /// The node this agent serves (the DaemonSet passes spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    #[command(flatten)]
+    state: StateArgs,
+    /// A directory sources may be read from (repeatable); PersistentVolume
+    /// paths must lie under one.
+    #[arg(long = "allowed-root", value_name = "PATH")]
+    allowed_roots: Vec<PathBuf>,
+    /// Recover interrupted work and settle deleted objects every N seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    resync_interval: u64,
+    /// Captures running at the same time, and restores running at the same
+    /// time (counted apart).
+    #[arg(long, default_value_t = 2)]
+    max_concurrent: usize,
+    /// Serve /healthz and /readyz on this address (e.g. 0.0.0.0:8080).
+    #[arg(long)]
+    http_addr: Option<std::net::SocketAddr>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -188,6 +217,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Run(args) => return run_daemon(args),
+        Command::Controller(args) => return run_controller(args),
         Command::Get { kind, namespace, all_namespaces, output, state } => {
             let ns = (!all_namespaces).then_some(namespace.as_str());
             cli::get(&state.state, &state.archives(), parse_kind(&kind)?, ns, output, &mut stdout)?;
@@ -242,6 +272,26 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         files::RunOutcome::Ok => Ok(ExitCode::SUCCESS),
         files::RunOutcome::SomeFailed => Ok(ExitCode::FAILURE),
     }
+}
+
+fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let cfg = volsnap::cluster::Config {
+        node_name: args.node_name,
+        archives: args.state.archives(),
+        state: args.state.state,
+        allowed_roots: args.allowed_roots,
+        resync_interval: Duration::from_secs(args.resync_interval.max(1)),
+        max_concurrent: args.max_concurrent,
+        http_addr: args.http_addr,
+    };
+    std::fs::create_dir_all(&cfg.archives)
+        .with_context(|| format!("creating the archives directory {}", cfg.archives.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        volsnap::cluster::run(cfg, shutdown).await.context("volsnap controller")
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Installs the SIGTERM and SIGINT handlers now (before any work starts,
