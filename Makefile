@@ -69,8 +69,11 @@ docker-env: ## Make sure a Docker Engine answers and the test image exists (as r
 	bash tests/docker/ensure-docker.sh
 
 .PHONY: test
-test: test-deps ## Run all tests (unit, e2e incl. Docker and CRD staleness), rustfmt check and clippy
-	@$(call with_docker,$(CARGO) test $(TEST_FEATURES) --all-targets --no-fail-fast)
+test: test-deps ## Run all tests (unit, e2e incl. Docker, Kubernetes and CRD staleness), rustfmt check and clippy
+	bash tests/k8s/build-control-plane.sh
+	@bash tests/k8s/cluster-up.sh
+	@rc=0; ( $(call with_docker,VOLSNAP_REQUIRE_K8S=1 $(CARGO) test $(TEST_FEATURES) --all-targets --no-fail-fast) ) || rc=$$?; \
+	bash tests/k8s/cluster-down.sh; exit $$rc
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy $(TEST_FEATURES) --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets -- -D warnings

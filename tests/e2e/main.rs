@@ -17,6 +17,7 @@ mod fidelity;
 mod hardening;
 mod hostile;
 mod invalid;
+mod kube;
 mod lifecycle;
 mod manifests;
 mod races;
