@@ -44,7 +44,9 @@ impl KubeRuntime {
             .build()
             .map_err(|e| kube::Error::Service(Box::new(e)))?;
         let client = rt.block_on(async { Client::try_from(config) })?;
-        Ok(KubeRuntime { workload: Arc::new(ScaledWorkloads { rt, client, node, claims: Mutex::new(HashMap::new()) }) })
+        Ok(KubeRuntime {
+            workload: Arc::new(ScaledWorkloads { rt: Some(rt), client, node, claims: Mutex::new(HashMap::new()) }),
+        })
     }
 }
 
@@ -63,7 +65,7 @@ impl Runtime for KubeRuntime {
             });
         };
         let w = &self.workload;
-        let pv = w.rt.block_on(bound_volume(&w.client, namespace, claim))?;
+        let pv = w.block_on(bound_volume(&w.client, namespace, claim))?;
         let node = pv_node(&pv)?;
         if node != w.node {
             return Err(Unresolved {
@@ -125,7 +127,8 @@ fn unavailable_or(e: &kube::Error, answered: &'static str) -> &'static str {
 
 /// Deployments and StatefulSets, stopped by scaling to zero.
 struct ScaledWorkloads {
-    rt: tokio::runtime::Runtime,
+    /// Taken on drop: see the `Drop` impl.
+    rt: Option<tokio::runtime::Runtime>,
     client: Client,
     node: String,
     /// Which claim each resolved directory belongs to.
@@ -328,14 +331,32 @@ impl ScaledWorkloads {
     }
 }
 
+impl ScaledWorkloads {
+    /// Runs one API conversation to completion on the runtime's own threads.
+    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.rt.as_ref().expect("runtime present until drop").block_on(f)
+    }
+}
+
+impl Drop for ScaledWorkloads {
+    /// The last reference may go inside the agent's async shutdown, where a
+    /// runtime must not block while it is dropped: let it wind down in the
+    /// background.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl Workload for ScaledWorkloads {
     fn plan_stop(&self, dirs: &[PathBuf], purpose: Purpose) -> Result<Vec<StoppedUnit>, WorkloadError> {
-        self.rt.block_on(self.plan(dirs, purpose))
+        self.block_on(self.plan(dirs, purpose))
     }
 
     fn stop(&self, units: &[StoppedUnit], timeout_seconds: Option<u32>) -> Result<Vec<String>, WorkloadError> {
         let timeout = timeout_seconds.map_or(POD_GONE_TIMEOUT, |s| Duration::from_secs(u64::from(s)));
-        self.rt.block_on(self.scale_to_zero(units, timeout))
+        self.block_on(self.scale_to_zero(units, timeout))
     }
 
     fn can_pause(&self) -> bool {
@@ -354,7 +375,7 @@ impl Workload for ScaledWorkloads {
     }
 
     fn start(&self, units: &[StoppedUnit]) -> Result<Vec<String>, WorkloadError> {
-        self.rt.block_on(self.scale_back(units))
+        self.block_on(self.scale_back(units))
     }
 
     fn describe(&self, u: &StoppedUnit) -> String {

@@ -168,7 +168,13 @@ impl Kube {
 
     /// Starts this test's agent (with the ServiceAccount's token).
     fn agent(&self) -> Daemon {
+        self.agent_with(&[])
+    }
+
+    /// Starts this test's agent with extra environment variables.
+    fn agent_with(&self, vars: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(BIN);
+        cmd.envs(vars.iter().copied());
         cmd.env("KUBECONFIG", &self.c.agent).env("VOLSNAP_LOG", "info,kube=warn");
         let args: Vec<OsString> = [
             "controller",
@@ -212,9 +218,15 @@ impl Kube {
 
     /// A hostPath PersistentVolume on this test's node, bound to a claim.
     fn claim(&self, name: &str, dir: &Path) {
+        self.claim_of("hostPath", name, dir);
+    }
+
+    /// A `kind` (hostPath, local) PersistentVolume on this test's node,
+    /// bound to a claim.
+    fn claim_of(&self, kind: &str, name: &str, dir: &Path) {
         let pv = format!("{}-{name}", self.ns);
         self.apply(&format!(
-            "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {pv}, labels: {{claim: {pv}}}}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  hostPath: {{path: {}}}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n        - matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [{}]}}]\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  resources: {{requests: {{storage: 1Gi}}}}\n  selector: {{matchLabels: {{claim: {pv}}}}}\n",
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {pv}, labels: {{claim: {pv}}}}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  {kind}: {{path: {}}}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n        - matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [{}]}}]\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  resources: {{requests: {{storage: 1Gi}}}}\n  selector: {{matchLabels: {{claim: {pv}}}}}\n",
             dir.display(),
             self.node
         ));
@@ -363,12 +375,7 @@ fn kube_a_pvc_backed_deployment_is_scaled_to_zero_and_back_around_an_in_place_re
     let db = k.env.data_dir("db");
     std::fs::write(db.join("table"), b"version 1").unwrap();
     k.claim("db", &db);
-    k.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: app}}\n  template:\n    metadata: {labels: {app: app}}\n    spec:\n      containers: [{name: c, image: busybox}]\n      volumes: [{name: d, persistentVolumeClaim: {claimName: db}}]\n");
-    wait_for("the deployment's 2 pods", TIMEOUT, || {
-        let pods = k.get("pods").unwrap();
-        let n = pods["items"].as_array().map_or(0, |a| a.len());
-        if n == 2 { Ok(()) } else { Err(format!("{n} pods")) }
-    });
+    deployment_on_claim(&k, "db");
     let agent = k.agent();
     k.apply("apiVersion: volsnap.dev/v1alpha1\nkind: VolumeSnapshot\nmetadata: {name: db1}\nspec:\n  quiesce: Stop\n  source: {persistentVolumeClaim: db}\n");
     k.kubectl_wait("Ready", "vsnap/db1");
@@ -399,6 +406,83 @@ fn kube_a_pvc_backed_deployment_is_scaled_to_zero_and_back_around_an_in_place_re
         if n == 2 { Ok(()) } else { Err(format!("{n} pods")) }
     });
     drop(agent);
+}
+
+/// A Deployment of 2 (Pending) pods on a claim of `dir`, and its pods.
+fn deployment_on_claim(k: &Kube, claim: &str) {
+    k.apply(&format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: app}}}}\n  template:\n    metadata: {{labels: {{app: app}}}}\n    spec:\n      containers: [{{name: c, image: busybox}}]\n      volumes: [{{name: d, persistentVolumeClaim: {{claimName: {claim}}}}}]\n"));
+    wait_for("the deployment's 2 pods", TIMEOUT, || {
+        let n = k.get("pods").unwrap()["items"].as_array().map_or(0, |a| a.len());
+        if n == 2 { Ok(()) } else { Err(format!("{n} pods")) }
+    });
+}
+
+#[test]
+fn kube_a_restarted_agent_finishes_a_restore_it_was_killed_in() {
+    let Some(k) = Kube::new("kube_crash") else { return };
+    let db = k.env.data_dir("db");
+    std::fs::write(db.join("table"), b"version 1").unwrap();
+    k.claim("db", &db);
+    deployment_on_claim(&k, "db");
+    let agent = k.agent();
+    k.apply("apiVersion: volsnap.dev/v1alpha1\nkind: VolumeSnapshot\nmetadata: {name: s}\nspec:\n  quiesce: Stop\n  source: {persistentVolumeClaim: db}\n");
+    k.kubectl_wait("Ready", "vsnap/s");
+    drop(agent);
+    std::fs::write(db.join("table"), b"version 2").unwrap();
+    // Killed (SIGKILL) right after the swap is journaled: the data is the
+    // snapshot's, the Deployment is at 0, the restore says InProgress.
+    let mut doomed = k.agent_with(&[("VOLSNAP_FAULT", "restore:Swapped")]);
+    k.apply("apiVersion: volsnap.dev/v1alpha1\nkind: VolumeRestore\nmetadata: {name: r}\nspec:\n  snapshotName: s\n");
+    let status = doomed.wait_exit(TIMEOUT);
+    assert!(!status.success(), "the fault point killed it: {}", doomed.log_text());
+    assert_eq!(k.get("deploy/app").unwrap()["spec"]["replicas"], 0, "it died with the workload stopped");
+    let agent = k.agent();
+    k.kubectl_wait("Succeeded", "vrestore/r");
+    let r = k.get("vrestore/r").unwrap();
+    assert!(cond(&r, "Succeeded").2.contains("recovery sweep finished it"), "{r}");
+    assert_eq!(std::fs::read(db.join("table")).unwrap(), b"version 1");
+    assert_eq!(k.get("deploy/app").unwrap()["spec"]["replicas"], 2, "scaled back to the journaled count");
+    drop(agent);
+}
+
+#[test]
+fn kube_an_in_place_restore_onto_a_mounted_local_volume_is_refused_and_targetpath_works() {
+    let Some(k) = Kube::new("kube_mount") else { return };
+    if !is_root() {
+        return skip("kube_mount", "needs root for a tmpfs mount");
+    }
+    let disk = k.env.data.join("disk");
+    let Some(_mount) = Mount::tmpfs(&disk, "size=4m") else { return skip("kube_mount", "cannot mount tmpfs") };
+    std::fs::write(disk.join("table"), b"version 1").unwrap();
+    k.claim_of("local", "disk", &disk);
+    let agent = k.agent();
+    k.apply("apiVersion: volsnap.dev/v1alpha1\nkind: VolumeSnapshot\nmetadata: {name: s}\nspec:\n  source: {persistentVolumeClaim: disk}\n");
+    k.kubectl_wait("Ready", "vsnap/s");
+    k.apply(
+        "apiVersion: volsnap.dev/v1alpha1\nkind: VolumeRestore\nmetadata: {name: inplace}\nspec:\n  snapshotName: s\n",
+    );
+    let r = k.wait("vrestore/inplace", "Failed", &agent, |r| phase(r) == "Failed");
+    let (_, reason, msg) = cond(&r, "Succeeded");
+    assert_eq!(reason, "TargetIsMountPoint", "{r}");
+    assert!(msg.contains("spec.targetPath"), "the message says what to do instead: {msg}");
+    assert_eq!(std::fs::read(disk.join("table")).unwrap(), b"version 1", "nothing was touched");
+    let copy = k.env.data.join("copy");
+    k.apply(&format!("apiVersion: volsnap.dev/v1alpha1\nkind: VolumeRestore\nmetadata: {{name: aside}}\nspec:\n  snapshotName: s\n  targetPath: {}\n", copy.display()));
+    k.kubectl_wait("Succeeded", "vrestore/aside");
+    assert_eq!(std::fs::read(copy.join("disk/table")).unwrap(), b"version 1");
+    drop(agent);
+}
+
+#[test]
+fn kube_sigterm_stops_the_agent_cleanly() {
+    let Some(k) = Kube::new("kube_sigterm") else { return };
+    let mut agent = k.agent();
+    let app = k.env.data_dir("app");
+    k.apply(&snapshot_of_paths("s", &k.node, &app, ""));
+    k.kubectl_wait("Ready", "vsnap/s");
+    agent.signal(libc::SIGTERM);
+    let status = agent.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "exit 0 on SIGTERM: {status:?}\n{}", agent.log_text());
 }
 
 #[test]

@@ -321,9 +321,10 @@ fn live_target(paths: &[PathSource], name: &str, policy: &PathPolicy) -> Result<
 /// A container or named volume's directory for volume `name`, as the runtime
 /// reports it now.
 fn runtime_target(targets: &[(String, PathBuf)], name: &str, source: &SnapshotSource) -> Result<PathBuf, Refusal> {
-    let owner = match (&source.container, &source.volume) {
-        (Some(c), _) => format!("container {c}"),
-        (_, Some(v)) => format!("volume {v}"),
+    let owner = match (&source.container, &source.volume, &source.persistent_volume_claim) {
+        (Some(c), _, _) => format!("container {c}"),
+        (_, Some(v), _) => format!("volume {v}"),
+        (_, _, Some(p)) => format!("PersistentVolumeClaim {p}"),
         _ => "the source".into(),
     };
     let Some((_, path)) = targets.iter().find(|(n, _)| n == name) else {
@@ -338,7 +339,7 @@ fn runtime_target(targets: &[(String, PathBuf)], name: &str, source: &SnapshotSo
         return Err(Refusal::fail(
             reasons::TARGET_IS_MOUNT_POINT,
             format!(
-                "{} is a mount point, which cannot be swapped atomically by rename; nothing was touched",
+                "{} is a mount point, which cannot be swapped atomically by rename; restore into a new directory with spec.targetPath (then copy the data onto the volume, or point the volume at it). Nothing was touched",
                 path.display()
             ),
         ));
