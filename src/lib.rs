@@ -25,6 +25,9 @@
 //! - [`files`]: the files-mode driver: scanning the manifests directory
 //!   (deleting only on evidence), stored objects, passes through the
 //!   reconciler, status files, the daemon loop (`volsnap run`).
+//! - [`cluster`]: the Kubernetes driver (`volsnap controller`): node
+//!   ownership, PVCs and scaled workloads as the runtime, status by
+//!   server-side apply, Events, finalizers.
 //! - [`cli`]: the read-only commands (`get`, `describe`, `archive ...`) and
 //!   their kubectl-style output.
 #![deny(missing_docs)]
