@@ -285,7 +285,20 @@ async fn bound_pv(client: &Client, s: &VolumeSnapshot) -> Result<Option<Persiste
     }
 }
 
+/// What the API server's schema cannot catch (absolute paths, name
+/// lengths that fit the archive files, ...), checked as files mode checks
+/// it: `field: message`.
+fn invalid(obj: crate::api::Object) -> Option<String> {
+    crate::api::validate::object(&obj).err().map(|(field, message)| format!("{field}: {message}"))
+}
+
 async fn reconcile_snapshot(obj: Arc<VolumeSnapshot>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    if obj.metadata.deletion_timestamp.is_none()
+        && let Some(why) = invalid(crate::api::Object::Snapshot((*obj).clone()))
+    {
+        let u = Unresolved { reason: reasons::INVALID_SPEC, message: why };
+        return refuse_snapshot(&obj, &ctx, u).await;
+    }
     let pv = bound_pv(&ctx.client, &obj).await?;
     match node::snapshot_node(&obj, pv.as_ref()) {
         Ok(node) if node != ctx.node => return Ok(Action::await_change()),
@@ -346,6 +359,18 @@ impl View for CacheView {
 
 async fn reconcile_restore(obj: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     if obj.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    if let Some(why) = invalid(crate::api::Object::Restore((*obj).clone())) {
+        let mut st = obj.status.clone().unwrap_or_default();
+        rst::failed(
+            &mut st,
+            obj.metadata.generation.unwrap_or(1),
+            crate::api::Time::now(),
+            reasons::INVALID_SPEC,
+            &why,
+        );
+        status::write_restore(&ctx, &obj, st).await?;
         return Ok(Action::await_change());
     }
     let ns = obj.namespace().unwrap_or_else(|| "default".into());

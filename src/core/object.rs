@@ -85,7 +85,7 @@ pub fn transitions(before: &[Condition], after: &[Condition], phase: Option<Phas
             message: c.message.clone(),
             warning: phase == Some(Phase::Failed)
                 || (c.type_ == types::SPEC_CHANGED && c.status == S::True)
-                || c.reason == reasons::DOCKER_UNAVAILABLE,
+                || reasons::retried(&c.reason),
         })
         .collect()
 }

@@ -353,7 +353,9 @@ fn kube_bad_sources_get_reasons_that_say_what_to_do() {
         "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {pv}, labels: {{claim: {pv}}}}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  nfs: {{server: nfs.example, path: /exports/a}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: shared}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  resources: {{requests: {{storage: 1Gi}}}}\n  selector: {{matchLabels: {{claim: {pv}}}}}\n"
     ));
     k.apply(&doc("nfs", "  source: {persistentVolumeClaim: shared}\n"));
+    k.apply(&doc("relative", &format!("  nodeName: {}\n  source:\n    paths: [{{path: not/absolute}}]\n", k.node)));
     let expect = [
+        ("relative", "InvalidSpec", "spec.source.paths[0].path"),
         ("nopvc", "SourceNotFound", "does not exist"),
         ("nonode", "NodeUnknown", "spec.nodeName"),
         ("docker", "UnsupportedSource", "files mode"),
