@@ -81,6 +81,10 @@ pub struct Retention {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
     pub keep_last: Option<u32>,
+    /// Keep the newest of each of the last N hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub keep_hourly: Option<u32>,
     /// Keep the newest of each of the last N days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
@@ -93,6 +97,10 @@ pub struct Retention {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
     pub keep_monthly: Option<u32>,
+    /// Keep the newest of each of the last N years.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub keep_yearly: Option<u32>,
 }
 
 /// Observed state of a schedule.

@@ -181,6 +181,15 @@ pub fn schedule_spec(at: &str, spec: &VolumeSnapshotScheduleSpec) -> Result<(), 
         jiff::tz::TimeZone::get(tz)
             .map_err(|_| (format!("{at}.timeZone"), format!("unknown IANA time zone {tz:?}")))?;
     }
+    if let Some(r) = &spec.retention {
+        let keeps = [r.keep_last, r.keep_hourly, r.keep_daily, r.keep_weekly, r.keep_monthly, r.keep_yearly];
+        if keeps.iter().all(|k| k.unwrap_or(0) == 0) {
+            return Err((
+                format!("{at}.retention"),
+                "every keep rule is 0, which would delete every snapshot but the newest; set at least one (keepLast, keepHourly, keepDaily, keepWeekly, keepMonthly, keepYearly), or leave retention out to keep them all".into(),
+            ));
+        }
+    }
     snapshot_spec(&format!("{at}.snapshotTemplate.spec"), &spec.snapshot_template.spec)
 }
 
@@ -302,6 +311,28 @@ fn cron_value(what: &str, s: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_that_keeps_nothing_is_refused() {
+        let doc = |retention: &str| {
+            format!(
+                "apiVersion: volsnap.dev/v1alpha1\nkind: VolumeSnapshotSchedule\nmetadata: {{name: s}}\nspec:\n  schedule: \"0 3 * * *\"\n  snapshotTemplate: {{spec: {{source: {{paths: [{{path: /srv/a}}]}}}}}}\n{retention}"
+            )
+        };
+        let parse = |text: String| {
+            let value: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+            crate::api::Object::from_value(value)
+        };
+        match parse(doc("  retention: {keepLast: 0, keepDaily: 0}\n")) {
+            Err(crate::api::ParseError::Invalid { field, message, .. }) => {
+                assert_eq!(field, "spec.retention");
+                assert!(message.contains("would delete every snapshot"), "{message}");
+            }
+            other => panic!("refused with the field named: {other:?}"),
+        }
+        assert!(parse(doc("  retention: {keepYearly: 1}\n")).is_ok());
+        assert!(parse(doc("")).is_ok(), "no retention keeps everything");
+    }
 
     #[test]
     fn dns_names() {
