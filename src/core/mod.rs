@@ -7,7 +7,8 @@
 //! - [`snapshot`]: capture and adoption, from accepted to captured or failed.
 //! - [`restore`]: from accepted through the pre-flight to restored, rolled
 //!   back, interrupted or waiting for the runtime.
-//! - [`object`]: invalid objects, spec edits, schedules, transitions.
+//! - [`schedule_status`]: a schedule's runs, next slot and retention.
+//! - [`object`]: invalid objects, spec edits, transitions.
 //! - [`conditions`]: `meta.SetStatusCondition` semantics.
 
 pub mod conditions;
@@ -19,6 +20,7 @@ pub(crate) fn test_time(s: i64) -> crate::api::Time {
     crate::api::Time(jiff::Timestamp::from_second(s).unwrap())
 }
 pub mod restore;
+pub mod schedule_status;
 pub mod snapshot;
 
 /// Condition types.
