@@ -8,6 +8,8 @@
 //! - [`restore`]: from accepted through the pre-flight to restored, rolled
 //!   back, interrupted or waiting for the runtime.
 //! - [`object`]: invalid objects, spec edits, schedules, transitions.
+//! - [`retention`]: which of a schedule's snapshots to keep or delete
+//!   (restic's `forget` policy, in the schedule's time zone).
 //! - [`conditions`]: `meta.SetStatusCondition` semantics.
 
 pub mod conditions;
@@ -19,6 +21,7 @@ pub(crate) fn test_time(s: i64) -> crate::api::Time {
     crate::api::Time(jiff::Timestamp::from_second(s).unwrap())
 }
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 
 /// Condition types.
