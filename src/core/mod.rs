@@ -8,6 +8,8 @@
 //! - [`restore`]: from accepted through the pre-flight to restored, rolled
 //!   back, interrupted or waiting for the runtime.
 //! - [`schedule_status`]: a schedule's runs, next slot and retention.
+//! - [`retention`]: which of a schedule's snapshots to keep or delete
+//!   (restic's `forget` policy, in the schedule's time zone).
 //! - [`object`]: invalid objects, spec edits, transitions.
 //! - [`conditions`]: `meta.SetStatusCondition` semantics.
 
@@ -20,6 +22,7 @@ pub(crate) fn test_time(s: i64) -> crate::api::Time {
     crate::api::Time(jiff::Timestamp::from_second(s).unwrap())
 }
 pub mod restore;
+pub mod retention;
 pub mod schedule_status;
 pub mod snapshot;
 
