@@ -8,6 +8,8 @@
 //! - [`restore`]: from accepted through the pre-flight to restored, rolled
 //!   back, interrupted or waiting for the runtime.
 //! - [`object`]: invalid objects, spec edits, schedules, transitions.
+//! - [`schedule`]: the timing of a schedule: its cron expression read in its
+//!   time zone (DST included), whether a run is due, the snapshot names.
 //! - [`conditions`]: `meta.SetStatusCondition` semantics.
 
 pub mod conditions;
@@ -19,6 +21,7 @@ pub(crate) fn test_time(s: i64) -> crate::api::Time {
     crate::api::Time(jiff::Timestamp::from_second(s).unwrap())
 }
 pub mod restore;
+pub mod schedule;
 pub mod snapshot;
 
 /// Condition types.
