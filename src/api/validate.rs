@@ -6,6 +6,7 @@ use std::path::{Component, Path};
 
 use super::{Object, VolumeRestoreSpec, VolumeSnapshotScheduleSpec, VolumeSnapshotSpec};
 use super::{RestoreQuiesce, SnapshotSource};
+use crate::core::schedule::CronSchedule;
 
 /// A field path and what is wrong with it.
 pub type FieldError = (String, String);
@@ -176,10 +177,10 @@ fn stop_timeout(at: &str, t: Option<u32>) -> Result<(), FieldError> {
 
 /// Validates a schedule spec.
 pub fn schedule_spec(at: &str, spec: &VolumeSnapshotScheduleSpec) -> Result<(), FieldError> {
-    cron(&spec.schedule).map_err(|e| (format!("{at}.schedule"), e))?;
-    if let Some(tz) = &spec.time_zone {
-        jiff::tz::TimeZone::get(tz)
-            .map_err(|_| (format!("{at}.timeZone"), format!("unknown IANA time zone {tz:?}")))?;
+    // Parsed as the scheduler will read it, so that what is accepted runs.
+    if let Err(e) = CronSchedule::parse(&spec.schedule, spec.time_zone.as_deref()) {
+        let field = if e.is_time_zone() { "timeZone" } else { "schedule" };
+        return Err((format!("{at}.{field}"), e.to_string()));
     }
     if let Some(r) = &spec.retention {
         let keeps = [r.keep_last, r.keep_hourly, r.keep_daily, r.keep_weekly, r.keep_monthly, r.keep_yearly];
@@ -252,60 +253,9 @@ pub fn docker_name(s: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("must match [a-zA-Z0-9][a-zA-Z0-9_.-]*, found {s:?}")) }
 }
 
-/// A 5-field cron expression. Checks shape and ranges; the scheduler parses it
-/// fully.
+/// A 5-field cron expression, read as [`CronSchedule::parse`] reads it.
 pub fn cron(expr: &str) -> Result<(), String> {
-    let fields: Vec<&str> = expr.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!(
-            "must have 5 fields (minute hour day-of-month month day-of-week), found {} in {expr:?}",
-            fields.len()
-        ));
-    }
-    const RANGES: [(&str, u32, u32); 5] =
-        [("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7)];
-    for (field, (what, lo, hi)) in fields.iter().zip(RANGES) {
-        for part in field.split(',') {
-            let (range, step) = match part.split_once('/') {
-                Some((r, s)) => (r, Some(s)),
-                None => (part, None),
-            };
-            if let Some(step) = step {
-                match step.parse::<u32>() {
-                    Ok(n) if n > 0 => {}
-                    _ => return Err(format!("{what} field {field:?}: step must be a positive number")),
-                }
-            }
-            if range == "*" {
-                continue;
-            }
-            let bounds: Vec<&str> = range.split('-').collect();
-            if bounds.is_empty() || bounds.len() > 2 {
-                return Err(format!("{what} field {field:?}: expected N, N-M, * or a step"));
-            }
-            for b in bounds {
-                let n = cron_value(what, b).ok_or_else(|| format!("{what} field {field:?}: {b:?} is not a value"))?;
-                if n < lo || n > hi {
-                    return Err(format!("{what} field {field:?}: {n} is outside {lo}-{hi}"));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn cron_value(what: &str, s: &str) -> Option<u32> {
-    if let Ok(n) = s.parse() {
-        return Some(n);
-    }
-    let s = s.to_ascii_lowercase();
-    let names: &[&str] = match what {
-        "month" => &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
-        "day-of-week" => &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
-        _ => return None,
-    };
-    let base = if what == "month" { 1 } else { 0 };
-    names.iter().position(|n| *n == s).map(|i| i as u32 + base)
+    CronSchedule::parse(expr, None).map(drop).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -388,5 +338,26 @@ mod tests {
         assert!(cron("0 3 * *").unwrap_err().contains("5 fields"));
         assert!(cron("60 3 * * *").unwrap_err().contains("outside"));
         assert!(cron("*/0 3 * * *").unwrap_err().contains("step"));
+        assert!(cron("0 0 30 2 *").unwrap_err().contains("never runs"));
+    }
+
+    #[test]
+    fn schedule_errors_name_the_field() {
+        let spec = |schedule: &str, tz: Option<&str>| -> VolumeSnapshotScheduleSpec {
+            serde_json::from_value(serde_json::json!({
+                "schedule": schedule,
+                "timeZone": tz,
+                "snapshotTemplate": {"spec": {"source": {"paths": [{"path": "/srv/app"}]}}},
+            }))
+            .unwrap()
+        };
+        assert_eq!(schedule_spec("spec", &spec("30 2 * * MON-FRI", Some("Europe/Berlin"))), Ok(()));
+        assert_eq!(schedule_spec("spec", &spec("0 3 * * *", None)), Ok(()));
+        let (at, msg) = schedule_spec("spec", &spec("0 3 * * *", Some("Europe/Berlim"))).unwrap_err();
+        assert_eq!(at, "spec.timeZone");
+        assert!(msg.contains("unknown IANA time zone \"Europe/Berlim\""), "{msg}");
+        let (at, msg) = schedule_spec("spec", &spec("0 3 * * 8", Some("Europe/Berlin"))).unwrap_err();
+        assert_eq!(at, "spec.schedule");
+        assert!(msg.contains("day-of-week field \"8\""), "{msg}");
     }
 }

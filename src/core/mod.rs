@@ -7,6 +7,8 @@
 //! - [`snapshot`]: capture and adoption, from accepted to captured or failed.
 //! - [`restore`]: from accepted through the pre-flight to restored, rolled
 //!   back, interrupted or waiting for the runtime.
+//! - [`schedule`]: the timing of a schedule: its cron expression read in its
+//!   time zone (DST included), whether a run is due, the snapshot names.
 //! - [`schedule_status`]: a schedule's runs, next slot and retention.
 //! - [`retention`]: which of a schedule's snapshots to keep or delete
 //!   (restic's `forget` policy, in the schedule's time zone).
@@ -23,6 +25,7 @@ pub(crate) fn test_time(s: i64) -> crate::api::Time {
 }
 pub mod restore;
 pub mod retention;
+pub mod schedule;
 pub mod schedule_status;
 pub mod snapshot;
 
