@@ -93,6 +93,7 @@ pub async fn run(
         reconciler,
         next: HashMap::new(),
         created: false,
+        schedule_at: None,
         shutting_down: false,
         warned_dir: None,
         scanner: Some(Scanner::default()),
@@ -118,6 +119,8 @@ pub(super) struct Daemon {
     pub(super) next: HashMap<String, Next>,
     /// The current pass created an object.
     pub(super) created: bool,
+    /// When the next schedule slot is due.
+    pub(super) schedule_at: Option<std::time::Instant>,
     pub(super) shutting_down: bool,
     /// Why the manifests directory cannot be read, once reported.
     pub(super) warned_dir: Option<String>,
@@ -218,6 +221,10 @@ impl Daemon {
                     }
                 }
                 _ = progress_tick.tick(), if self.reconciler.busy() => self.pass_in_flight()?,
+                _ = settle_wait(self.schedule_at), if self.schedule_at.is_some() && !self.shutting_down => {
+                    self.schedule_at = None;
+                    self.pass()?;
+                }
             }
         }
     }

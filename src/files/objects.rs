@@ -107,10 +107,31 @@ impl Daemon {
         Ok(())
     }
 
+    /// A snapshot whose schedule is gone: the object goes (it has no
+    /// manifest of its own), its archive stays, whatever its deletion
+    /// policy: removing a schedule is no evidence that its backups are
+    /// unwanted. `volsnap archive list` and adoption still reach them.
+    pub(super) fn orphan(&mut self, key: &ObjectKey, mut stored: StoredObject) -> Result<(), StoreError> {
+        if stored.object.pointer("/spec/deletionPolicy").is_some() {
+            stored.object["spec"]["deletionPolicy"] = "Retain".into();
+        }
+        self.delete(key, stored)
+    }
+
     /// Objects volsnap made itself (no manifest file) live as long as the
-    /// object that made them: a pre-restore snapshot as long as its restore
-    /// (what ownerReferences do in a cluster).
+    /// object that made them: a pre-restore snapshot as long as its restore,
+    /// a scheduled snapshot as long as its schedule (what ownerReferences
+    /// do in a cluster).
     pub(super) fn owner_exists(&self, stored: &StoredObject) -> Result<bool, StoreError> {
+        let schedule = stored
+            .object
+            .pointer(&format!("/metadata/labels/{}", crate::api::SCHEDULE_LABEL.replace('/', "~1")))
+            .and_then(Value::as_str);
+        if let Some(schedule) = schedule {
+            let key =
+                ObjectKey { kind: Kind::Schedule, namespace: stored.key.namespace.clone(), name: schedule.into() };
+            return Ok(self.store.object(&key)?.is_some());
+        }
         let owner = stored
             .object
             .pointer("/metadata/annotations")

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::daemon::Daemon;
 use super::objects::status_reason;
-use crate::api::{API_VERSION, Kind, Object, ObjectKey, VolumeSnapshot};
-use crate::core::object::{schedule_not_run, transitions};
+use crate::api::{API_VERSION, Kind, Object, ObjectKey, SCHEDULE_LABEL, VolumeSnapshot};
+use crate::core::object::transitions;
 use crate::core::reasons;
 use crate::reconcile::{Next, View};
 use crate::store::{Store, StoreError, StoredObject};
@@ -79,9 +79,20 @@ impl Daemon {
                 (out.next, out.create)
             }
             Object::Schedule(s) => {
-                let generation = s.metadata.generation.unwrap_or(1);
-                schedule_not_run(s.status.get_or_insert_with(Default::default), generation, crate::api::Time::now());
-                (Next::Done, Vec::new())
+                let children = self.children_of(&stored.key)?;
+                let out = self.reconciler.schedule(s, &children, jiff::Timestamp::now());
+                s.status = Some(out.status);
+                if let Some(at) = out.wake_at {
+                    self.wake_schedules_at(at);
+                }
+                for name in out.delete {
+                    let key = ObjectKey { kind: Kind::Snapshot, namespace: stored.key.namespace.clone(), name };
+                    if let Some(child) = self.store.object(&key)? {
+                        tracing::info!(object = %key, schedule = %stored.key, "Retention deletes this snapshot and its archive");
+                        self.delete(&key, child)?;
+                    }
+                }
+                (Next::Done, out.create.into_iter().collect())
             }
         };
         let value = object.to_value();
@@ -115,6 +126,38 @@ impl Daemon {
         tracing::info!(object = %key, "Created VolumeSnapshot (it keeps the data a restore replaced)");
         self.created = true;
         self.save(&StoredObject { uid, key, manifest_file: None, object })
+    }
+
+    /// The snapshots a schedule created (labelled with its name).
+    fn children_of(&self, schedule: &ObjectKey) -> Result<Vec<VolumeSnapshot>, StoreError> {
+        Ok(self
+            .store
+            .objects(Some(Kind::Snapshot), Some(&schedule.namespace))?
+            .into_iter()
+            // Only what the schedule made: a declared snapshot that merely
+            // carries the label is its manifest's, never retention's.
+            .filter(|o| o.manifest_file.is_none())
+            .filter(|o| {
+                o.object
+                    .pointer(&format!("/metadata/labels/{}", SCHEDULE_LABEL.replace('/', "~1")))
+                    .and_then(Value::as_str)
+                    == Some(schedule.name.as_str())
+            })
+            .filter_map(|o| match Object::from_stored(Kind::Snapshot, o.object) {
+                Ok(Object::Snapshot(s)) => Some(s),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Asks for a pass when the next schedule slot comes.
+    fn wake_schedules_at(&mut self, at: crate::api::Time) {
+        // At most an hour ahead: a pass then (whatever wakes it) looks again,
+        // so a clock that jumps is caught up with within the hour.
+        let secs = at.0.duration_since(jiff::Timestamp::now()).as_secs_f64().clamp(0.0, 3600.0);
+        let wait = std::time::Duration::from_secs_f64(secs);
+        let when = std::time::Instant::now() + wait;
+        self.schedule_at = Some(self.schedule_at.map_or(when, |t| t.min(when)));
     }
 
     /// Stores an object and rewrites its status file.

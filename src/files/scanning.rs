@@ -103,7 +103,7 @@ impl Daemon {
         }
         for (key, obj) in made {
             if !self.owner_exists(&obj)? {
-                self.delete(&key, obj)?;
+                self.orphan(&key, obj)?;
             }
         }
         self.report_files(&file_errors);

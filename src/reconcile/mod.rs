@@ -38,6 +38,7 @@ use crate::store::{ArchiveRecord, Store, StoreError};
 mod recovery;
 mod restore;
 pub mod runtime;
+mod schedule;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,7 @@ mod work;
 
 pub use restore::{ARCHIVE_RECORD_ANNOTATION, PRE_RESTORE_OF_ANNOTATION};
 pub use runtime::{NoRuntime, Runtime, Unresolved};
+pub use schedule::ScheduleOutcome;
 
 /// How the reconciler runs.
 #[derive(Clone, Debug)]

@@ -590,3 +590,160 @@ fn a_restore_deleted_before_its_pre_restore_snapshot_exists_retains_the_archive(
     assert!(!kept.object_present, "and shown as retained, with no snapshot object");
     assert!(env.archives.join(&kept.rel_path).is_file());
 }
+
+mod schedules {
+    use super::*;
+    use crate::api::{
+        Retention, SCHEDULE_LABEL, SnapshotTemplate, VolumeSnapshotSchedule, VolumeSnapshotScheduleSpec,
+        VolumeSnapshotScheduleStatus,
+    };
+    use jiff::Timestamp;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn schedule(cron: &str, retention: Option<Retention>, suspend: bool) -> VolumeSnapshotSchedule {
+        let mut s = VolumeSnapshotSchedule::new(
+            "nightly",
+            VolumeSnapshotScheduleSpec {
+                schedule: cron.into(),
+                time_zone: Some("Europe/Berlin".into()),
+                suspend,
+                snapshot_template: SnapshotTemplate {
+                    metadata: None,
+                    spec: VolumeSnapshotSpec {
+                        source: SnapshotSource {
+                            paths: Some(vec![PathSource { name: None, path: "/srv/a".into() }]),
+                            ..Default::default()
+                        },
+                        quiesce: None,
+                        compression: Default::default(),
+                        deletion_policy: DeletionPolicy::Retain,
+                        node_name: None,
+                        stop_timeout_seconds: None,
+                    },
+                },
+                retention,
+            },
+        );
+        object_meta(&mut s, "nightly");
+        s.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at("2026-11-01T00:00:00Z")));
+        s
+    }
+
+    fn child(name: &str, created: &str, phase: Option<Phase>) -> VolumeSnapshot {
+        let mut c = snapshot(name, SnapshotSource::default(), None, DeletionPolicy::Delete);
+        c.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(created)));
+        c.status = phase.map(|p| crate::api::VolumeSnapshotStatus {
+            phase: Some(p),
+            completion_time: Some(crate::api::Time(at(created))),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn a_due_slot_creates_one_snapshot_named_after_it_and_labelled() {
+        let env = Env::new();
+        let mut rec = env.reconciler(true);
+        let mut s = schedule("0 3 * * *", None, false);
+        // 03:00 in Berlin (CET, UTC+1) is 02:00 UTC.
+        let out = rec.schedule(&s, &[], at("2026-11-02T02:00:30Z"));
+        let created = out.create.expect("the slot is due");
+        assert_eq!(created.metadata.name.as_deref(), Some("nightly-20261102020000"));
+        assert_eq!(created.metadata.labels.as_ref().unwrap()[SCHEDULE_LABEL], "nightly");
+        assert_eq!(created.spec.deletion_policy, DeletionPolicy::Delete, "retention removes archives with objects");
+        assert_eq!(out.status.last_schedule_time.map(|t| t.0), Some(at("2026-11-02T02:00:00Z")));
+        assert_eq!(out.wake_at.map(|t| t.0), Some(at("2026-11-03T02:00:00Z")), "next: tomorrow 03:00 Berlin");
+        s.status = Some(out.status);
+        let pending = child("nightly-20261102020000", "2026-11-02T02:00:30Z", None);
+        let again = rec.schedule(&s, &[pending], at("2026-11-02T02:01:00Z"));
+        assert!(again.create.is_none(), "one snapshot per slot, however often it is reconciled");
+    }
+
+    #[test]
+    fn missed_slots_run_once_at_start_up() {
+        let env = Env::new();
+        let mut rec = env.reconciler(true);
+        let mut s = schedule("0 * * * *", None, false);
+        s.status = Some(VolumeSnapshotScheduleStatus {
+            last_schedule_time: Some(crate::api::Time(at("2026-11-02T00:00:00Z"))),
+            ..Default::default()
+        });
+        // Down for ten hours: one run, for the latest slot.
+        let out = rec.schedule(&s, &[], at("2026-11-02T10:20:00Z"));
+        assert_eq!(out.create.unwrap().metadata.name.as_deref(), Some("nightly-20261102100000"));
+    }
+
+    #[test]
+    fn never_two_runs_of_one_schedule_at_once() {
+        let env = Env::new();
+        let mut rec = env.reconciler(true);
+        let s = schedule("* * * * *", None, false);
+        let running = child("nightly-20261102095900", "2026-11-02T09:59:00Z", Some(Phase::InProgress));
+        let out = rec.schedule(&s, &[running], at("2026-11-02T10:00:10Z"));
+        assert!(out.create.is_none());
+        let ready = conditions::get(&out.status.conditions, types::READY).unwrap();
+        assert!(ready.message.contains("nightly-20261102095900 still runs"), "{}", ready.message);
+    }
+
+    #[test]
+    fn suspended_takes_nothing_but_retention_still_prunes() {
+        let env = Env::new();
+        let mut rec = env.reconciler(true);
+        let s = schedule("0 3 * * *", Some(Retention { keep_last: Some(2), ..Default::default() }), true);
+        let children: Vec<VolumeSnapshot> = (1..=4)
+            .map(|d| {
+                child(&format!("nightly-2026110{d}020000"), &format!("2026-11-0{d}T02:00:00Z"), Some(Phase::Completed))
+            })
+            .collect();
+        let out = rec.schedule(&s, &children, at("2026-11-05T02:00:30Z"));
+        assert!(out.create.is_none(), "suspended");
+        let mut deleted = out.delete.clone();
+        deleted.sort();
+        assert_eq!(deleted, ["nightly-20261101020000", "nightly-20261102020000"], "the two oldest go");
+        assert_eq!(out.status.last_successful_time.map(|t| t.0), Some(at("2026-11-04T02:00:00Z")));
+    }
+
+    #[test]
+    fn retention_keeps_a_failure_until_a_later_success_and_never_the_newest_success() {
+        let env = Env::new();
+        let mut rec = env.reconciler(true);
+        let s = schedule("0 3 * * *", Some(Retention { keep_last: Some(1), ..Default::default() }), true);
+        let children = vec![
+            child("nightly-a", "2026-11-01T02:00:00Z", Some(Phase::Completed)),
+            child("nightly-b", "2026-11-02T02:00:00Z", Some(Phase::Failed)),
+        ];
+        let out = rec.schedule(&s, &children, at("2026-11-03T00:00:00Z"));
+        assert!(
+            out.delete.is_empty(),
+            "the only success stays, and the newest failure stays visible: {:?}",
+            out.delete
+        );
+    }
+
+    #[test]
+    fn a_clock_jump_backwards_takes_no_second_snapshot() {
+        let env = Env::new();
+        let mut rec = env.reconciler(true);
+        let mut s = schedule("* * * * *", None, false);
+        s.status = Some(VolumeSnapshotScheduleStatus {
+            last_schedule_time: Some(crate::api::Time(at("2026-11-02T10:05:00Z"))),
+            ..Default::default()
+        });
+        let out = rec.schedule(&s, &[], at("2026-11-02T10:00:30Z"));
+        assert!(out.create.is_none(), "slots up to the last run were taken");
+    }
+
+    #[test]
+    fn a_schedule_that_cannot_be_read_says_so() {
+        let env = Env::new();
+        let mut rec = env.reconciler(true);
+        let s = schedule("61 * * * *", None, false);
+        let out = rec.schedule(&s, &[], at("2026-11-02T10:00:30Z"));
+        assert!(out.create.is_none());
+        assert_eq!(reason(&out.status.conditions, types::READY), reasons::INVALID_SPEC);
+    }
+}
