@@ -23,5 +23,6 @@ mod manifests;
 mod races;
 mod restore;
 mod rss;
+mod schedules;
 mod selftest;
 mod util;
