@@ -33,7 +33,7 @@ use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::{DeletionPolicy, VolumeRestore, VolumeSnapshot};
+use crate::api::{DeletionPolicy, SCHEDULE_LABEL, VolumeRestore, VolumeSnapshot, VolumeSnapshotSchedule};
 use crate::core::snapshot as snap;
 use crate::core::{reasons, restore as rst};
 use crate::engine::paths::{PathPolicy, PolicyError};
@@ -114,6 +114,7 @@ pub(crate) struct Ctx {
     reconciler: Arc<Mutex<Reconciler>>,
     recorder: Recorder,
     snapshots: Cache<VolumeSnapshot>,
+    schedules: Cache<VolumeSnapshotSchedule>,
     resync: Duration,
     /// Consecutive failures per object, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -163,6 +164,7 @@ pub async fn run(
 
     let snapshots = Controller::new(Api::<VolumeSnapshot>::all(client.clone()), watcher::Config::default());
     let restores = Controller::new(Api::<VolumeRestore>::all(client.clone()), watcher::Config::default());
+    let schedules = Controller::new(Api::<VolumeSnapshotSchedule>::all(client.clone()), watcher::Config::default());
     let reporter = Reporter { controller: "volsnap".into(), instance: Some(cfg.node_name.clone()) };
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), reporter),
@@ -170,6 +172,7 @@ pub async fn run(
         node: cfg.node_name.clone(),
         reconciler: reconciler.clone(),
         snapshots: snapshots.store(),
+        schedules: schedules.store(),
         resync: cfg.resync_interval,
         failures: Mutex::new(HashMap::new()),
     });
@@ -183,8 +186,12 @@ pub async fn run(
         .graceful_shutdown_on(stopped())
         .run(reconcile_restore, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
+    let schedule_loop = schedules
+        .graceful_shutdown_on(stopped())
+        .run(reconcile_schedule, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
     let resync = resync_loop(ctx.clone(), restore_cache, ready, stopped());
-    tokio::join!(snapshot_loop, restore_loop, resync);
+    tokio::join!(snapshot_loop, restore_loop, schedule_loop, resync);
 
     // Work in flight stops at its next safe point; what it leaves is
     // finished or rolled back at the next start.
@@ -311,6 +318,13 @@ async fn reconcile_snapshot(obj: Arc<VolumeSnapshot>, ctx: Arc<Ctx>) -> Result<A
             match event {
                 Finalizer::Apply(s) => apply_snapshot(s, ctx.clone()).await,
                 Finalizer::Cleanup(s) => {
+                    let mut s = (*s).clone();
+                    if orphaned_by_schedule(&ctx, &s) {
+                        // Removing a schedule is no evidence that its
+                        // backups are unwanted: the objects go (garbage
+                        // collection), the archives stay.
+                        s.spec.deletion_policy = DeletionPolicy::Retain;
+                    }
                     let rec = ctx.reconciler.clone();
                     tokio::task::spawn_blocking(move || lock(&rec).snapshot_deleted(&s)).await??;
                     Ok(Action::await_change())
@@ -399,4 +413,90 @@ async fn reconcile_restore(obj: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Act
     status::write_restore(&ctx, &obj, st).await?;
     ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&obj.uid().unwrap_or_default());
     Ok(action(&ctx, next))
+}
+
+/// Whether a snapshot is being deleted because the schedule that owns it
+/// is gone (or going), rather than by retention or a person.
+fn orphaned_by_schedule(ctx: &Ctx, s: &VolumeSnapshot) -> bool {
+    let ns = s.namespace().unwrap_or_default();
+    s.owner_references().iter().filter(|o| o.kind == "VolumeSnapshotSchedule").any(|o| {
+        match ctx.schedules.get(&ObjectRef::new(&o.name).within(&ns)) {
+            Some(schedule) => {
+                schedule.uid().as_deref() != Some(o.uid.as_str()) || schedule.metadata.deletion_timestamp.is_some()
+            }
+            None => true,
+        }
+    })
+}
+
+/// The snapshots a schedule made: labelled with it and owned by it.
+fn children_of(ctx: &Ctx, schedule: &VolumeSnapshotSchedule) -> Vec<VolumeSnapshot> {
+    let (ns, name, uid) = (schedule.namespace(), schedule.name_any(), schedule.uid());
+    ctx.snapshots
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace() == ns && s.labels().get(SCHEDULE_LABEL) == Some(&name))
+        .filter(|s| s.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
+        .map(|s| (*s).clone())
+        .collect()
+}
+
+async fn reconcile_schedule(obj: Arc<VolumeSnapshotSchedule>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    if obj.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let generation = obj.metadata.generation.unwrap_or(1);
+    let now = crate::api::Time::now();
+    if let Some(why) = invalid(crate::api::Object::Schedule((*obj).clone())) {
+        let mut st = obj.status.clone().unwrap_or_default();
+        crate::core::schedule_status::invalid(&mut st, generation, now, &why);
+        status::write_schedule(&ctx, &obj, st).await?;
+        return Ok(Action::await_change());
+    }
+    // A schedule belongs to the node its snapshots would be taken on.
+    let mut probe = VolumeSnapshot::new(&obj.name_any(), obj.spec.snapshot_template.spec.clone());
+    probe.metadata.namespace = obj.namespace();
+    let pv = bound_pv(&ctx.client, &probe).await?;
+    match node::snapshot_node(&probe, pv.as_ref()) {
+        Ok(node) if node != ctx.node => return Ok(Action::await_change()),
+        Ok(_) => {}
+        Err(u) => {
+            let mut st = obj.status.clone().unwrap_or_default();
+            crate::core::schedule_status::invalid(
+                &mut st,
+                generation,
+                now,
+                &format!("snapshotTemplate: {}", u.message),
+            );
+            status::write_schedule(&ctx, &obj, st).await?;
+            return Ok(if reasons::retried(u.reason) {
+                Action::requeue(Duration::from_secs(10))
+            } else {
+                Action::await_change()
+            });
+        }
+    }
+    let children = children_of(&ctx, &obj);
+    let rec = ctx.reconciler.clone();
+    let seen = obj.clone();
+    let out =
+        tokio::task::spawn_blocking(move || lock(&rec).schedule(&seen, &children, jiff::Timestamp::now())).await?;
+    if let Some(child) = out.create {
+        status::create_scheduled(&ctx, &obj, child).await?;
+    }
+    let api: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    for name in &out.delete {
+        tracing::info!(schedule = obj.name_any(), snapshot = name, "Retention deletes this snapshot and its archive");
+        match api.delete(name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    status::write_schedule(&ctx, &obj, out.status).await?;
+    let wait = out
+        .wake_at
+        .map(|t| t.0.duration_since(jiff::Timestamp::now()).as_secs_f64().clamp(1.0, 3600.0))
+        .unwrap_or(3600.0);
+    Ok(Action::requeue(Duration::from_secs_f64(wait)))
 }

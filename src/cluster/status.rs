@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::{Ctx, FIELD_MANAGER};
 use crate::api::{
-    API_VERSION, Condition, Phase, VolumeRestore, VolumeRestoreStatus, VolumeSnapshot, VolumeSnapshotStatus,
+    API_VERSION, Condition, Phase, VolumeRestore, VolumeRestoreStatus, VolumeSnapshot, VolumeSnapshotSchedule,
+    VolumeSnapshotScheduleStatus, VolumeSnapshotStatus,
 };
 use crate::core::object::transitions;
 use crate::core::snapshot as snap;
@@ -28,6 +29,46 @@ pub(super) async fn write_snapshot(
     }
     events(ctx, obj, &before.conditions, &st.conditions, st.phase).await;
     apply_status(ctx, obj, "VolumeSnapshot", &st).await
+}
+
+/// Writes a schedule's status if it changed, and its transitions as Events.
+pub(super) async fn write_schedule(
+    ctx: &Ctx,
+    obj: &VolumeSnapshotSchedule,
+    st: VolumeSnapshotScheduleStatus,
+) -> Result<(), kube::Error> {
+    let before = obj.status.clone().unwrap_or_default();
+    if before == st {
+        return Ok(());
+    }
+    events(ctx, obj, &before.conditions, &st.conditions, None).await;
+    apply_status(ctx, obj, "VolumeSnapshotSchedule", &st).await
+}
+
+/// Creates a schedule's snapshot for a slot, owned by the schedule. One
+/// that exists already (a reconcile repeated after a crash) is left alone.
+pub(super) async fn create_scheduled(
+    ctx: &Ctx,
+    owner: &VolumeSnapshotSchedule,
+    mut s: VolumeSnapshot,
+) -> Result<(), kube::Error> {
+    let api: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &owner.namespace().unwrap_or_default());
+    s.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: API_VERSION.into(),
+        kind: "VolumeSnapshotSchedule".into(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(false),
+    }]);
+    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &s).await {
+        Ok(c) => {
+            tracing::info!(object = c.name_any(), schedule = owner.name_any(), "Created scheduled VolumeSnapshot");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes a restore's status if it changed, and its transitions as Events.

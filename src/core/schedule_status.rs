@@ -94,10 +94,34 @@ mod tests {
         let table: Vec<(&str, Pass, S, &str, &str)> = vec![
             ("idle", base.clone(), S::True, reason::SCHEDULED, "next at"),
             ("ran", Pass { ran: Some((t(60), "s-1".into())), ..base.clone() }, S::True, reason::SCHEDULED, "Scheduled"),
-            ("busy", Pass { waiting_for: Some("s-1".into()), ..base.clone() }, S::True, reason::PREVIOUS_RUNNING, "s-1 still runs"),
-            ("suspended", Pass { suspended: true, ..base.clone() }, S::False, reason::SUSPENDED, "retention still applies"),
-            ("pruned", Pass { pruned: vec!["s-0".into()], ..base.clone() }, S::True, reason::SCHEDULED, "retention deleted s-0"),
-            ("refused", Pass { retention_refused: Some("too many".into()), ..base.clone() }, S::True, reason::RETENTION_REFUSED, "deleted nothing: too many"),
+            (
+                "busy",
+                Pass { waiting_for: Some("s-1".into()), ..base.clone() },
+                S::True,
+                reason::PREVIOUS_RUNNING,
+                "s-1 still runs",
+            ),
+            (
+                "suspended",
+                Pass { suspended: true, ..base.clone() },
+                S::False,
+                reason::SUSPENDED,
+                "retention still applies",
+            ),
+            (
+                "pruned",
+                Pass { pruned: vec!["s-0".into()], ..base.clone() },
+                S::True,
+                reason::SCHEDULED,
+                "retention deleted s-0",
+            ),
+            (
+                "refused",
+                Pass { retention_refused: Some("too many".into()), ..base.clone() },
+                S::True,
+                reason::RETENTION_REFUSED,
+                "deleted nothing: too many",
+            ),
         ];
         for (name, pass, status, why, words) in table {
             let mut st = VolumeSnapshotScheduleStatus::default();

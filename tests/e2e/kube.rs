@@ -527,3 +527,37 @@ fn kube_the_api_server_restarted_mid_run_loses_and_repeats_nothing() {
     let mut agent = agent;
     assert!(agent.alive(), "the agent lived through the outage: {}", agent.log_text());
 }
+
+#[test]
+fn kube_a_minutely_schedule_creates_owned_snapshots_and_deleting_it_keeps_the_archives() {
+    let Some(k) = Kube::new("kube_schedule") else { return };
+    let app = k.env.data_dir("app");
+    write_numbered_files(&app, 3);
+    let agent = k.agent();
+    k.apply(&format!(
+        "apiVersion: volsnap.dev/v1alpha1\nkind: VolumeSnapshotSchedule\nmetadata: {{name: every}}\nspec:\n  schedule: \"* * * * *\"\n  snapshotTemplate:\n    spec:\n      nodeName: {}\n      source:\n        paths: [{{name: app, path: {}}}]\n  retention: {{keepLast: 2}}\n",
+        k.node,
+        app.display()
+    ));
+    k.kubectl_wait("Ready", "vsched/every");
+    let schedule = wait_for("the first slot's snapshot", Duration::from_secs(90), || match k.get("vsched/every") {
+        Some(s) if s.pointer("/status/lastSnapshot").is_some() => Ok(s),
+        other => Err(format!("{other:?}\n{}", agent.log_text())),
+    });
+    let name = schedule.pointer("/status/lastSnapshot").unwrap().as_str().unwrap().to_string();
+    k.kubectl_wait("Ready", &format!("vsnap/{name}"));
+    let snap = k.get(&format!("vsnap/{name}")).unwrap();
+    assert_eq!(snap.pointer("/metadata/ownerReferences/0/kind"), Some(&"VolumeSnapshotSchedule".into()), "{snap}");
+    assert_eq!(snap.pointer("/metadata/labels/volsnap.dev~1schedule"), Some(&"every".into()));
+    let archive = PathBuf::from(snap.pointer("/status/archive/path").unwrap().as_str().unwrap());
+    let table = k.c.kubectl(&["get", "vsched", "-n", &k.ns]);
+    assert!(table.lines().any(|l| l.starts_with("every") && l.contains("* * * * *")), "{table}");
+    // The schedule goes; garbage collection takes its snapshots; their
+    // archives stay.
+    k.c.kubectl(&["delete", "vsched/every", "-n", &k.ns, "--timeout=60s"]);
+    k.wait("vsnap", "without the schedule's snapshots", &agent, |list| {
+        list["items"].as_array().is_some_and(|items| items.is_empty())
+    });
+    assert!(archive.is_file(), "deleting a schedule never deletes its archives");
+    drop(agent);
+}
