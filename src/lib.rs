@@ -28,6 +28,8 @@
 //! - [`cluster`]: the Kubernetes driver (`volsnap controller`): node
 //!   ownership, PVCs and scaled workloads as the runtime, status by
 //!   server-side apply, Events, finalizers.
+//! - [`metrics`], [`http`]: Prometheus metrics, and `/healthz`, `/readyz`,
+//!   `/metrics` on `--http-addr`, for both modes.
 //! - [`cli`]: the read-only commands (`get`, `describe`, `archive ...`) and
 //!   their kubectl-style output.
 #![deny(missing_docs)]
@@ -39,6 +41,8 @@ pub mod core;
 pub mod docker;
 pub mod engine;
 pub mod files;
+pub mod http;
 pub mod manifest;
+pub mod metrics;
 pub mod reconcile;
 pub mod store;

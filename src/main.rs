@@ -156,6 +156,10 @@ struct RunArgs {
     /// time (counted apart).
     #[arg(long, default_value_t = 2)]
     max_concurrent: usize,
+    /// Serve /healthz, /readyz and /metrics (Prometheus) on this address
+    /// (e.g. 127.0.0.1:9464); off by default.
+    #[arg(long)]
+    http_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -176,7 +180,8 @@ struct ControllerArgs {
     /// time (counted apart).
     #[arg(long, default_value_t = 2)]
     max_concurrent: usize,
-    /// Serve /healthz and /readyz on this address (e.g. 0.0.0.0:8080).
+    /// Serve /healthz, /readyz and /metrics (Prometheus) on this address
+    /// (e.g. 0.0.0.0:8080).
     #[arg(long)]
     http_addr: Option<std::net::SocketAddr>,
 }
@@ -247,6 +252,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         resync_interval: Duration::from_secs(args.resync_interval.max(1)),
         max_concurrent: args.max_concurrent,
         docker: volsnap::docker::DockerMode::parse(&args.docker),
+        http_addr: args.http_addr,
     };
     if cfg.state.starts_with(&cfg.manifests) && cfg.state != cfg.manifests {
         bail!(

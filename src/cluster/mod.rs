@@ -11,9 +11,7 @@
 //! - `runtime`: PVCs as directories, Deployments/StatefulSets as the
 //!   workload (scaled to zero and back).
 //! - `status`: writing status and Events.
-//! - `health`: `/healthz` and `/readyz`.
 
-mod health;
 pub mod node;
 pub mod runtime;
 mod status;
@@ -158,8 +156,11 @@ pub async fn run(
         }
     };
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let metrics = lock(&reconciler).metrics();
     if let Some(addr) = cfg.http_addr {
-        health::serve(addr, ready.clone(), stopped()).await?;
+        crate::http::serve(addr, ready.clone(), metrics.clone(), stopped())
+            .await
+            .map_err(|source| ControllerError::Http { addr, source })?;
     }
 
     let snapshots = Controller::new(Api::<VolumeSnapshot>::all(client.clone()), watcher::Config::default());
@@ -232,6 +233,19 @@ async fn resync_loop(
         if ctx.snapshots.wait_until_ready().await.is_ok() && restores.wait_until_ready().await.is_ok() {
             ready.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        {
+            let snaps = ctx.snapshots.state();
+            let rests = restores.state();
+            let metrics = lock(&ctx.reconciler).metrics();
+            metrics.set_objects(
+                snaps
+                    .iter()
+                    .filter_map(|s| s.status.as_ref().and_then(|st| st.phase).map(|p| ("VolumeSnapshot", p.as_str())))
+                    .chain(rests.iter().filter_map(|r| {
+                        r.status.as_ref().and_then(|st| st.phase).map(|p| ("VolumeRestore", p.as_str()))
+                    })),
+            );
+        }
         let uids: std::collections::HashSet<String> = ctx
             .snapshots
             .state()
@@ -255,6 +269,7 @@ async fn resync_loop(
 }
 
 fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<Ctx>) -> Action {
+    lock(&ctx.reconciler).metrics().reconcile_errors.inc();
     let uid = obj.uid().unwrap_or_default();
     let n = {
         let mut f = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());

@@ -44,6 +44,8 @@ pub struct Config {
     pub max_concurrent: usize,
     /// `--docker auto|off|URL`.
     pub docker: crate::docker::DockerMode,
+    /// Serve `/healthz`, `/readyz` and `/metrics` here (off when `None`).
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 /// How a run ended.
@@ -64,6 +66,14 @@ pub enum DaemonError {
     /// Bad `--allowed-root`.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// `--http-addr` cannot be served.
+    #[error("cannot serve --http-addr {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 /// Runs the daemon until `shutdown` resolves (or, with `once`, until done).
@@ -86,7 +96,19 @@ pub async fn run(
     let runtime = Arc::new(DockerRuntime::connect(cfg.docker.clone()));
     let reconciler = Reconciler::new(Store::open(&cfg.state, &cfg.archives)?, policy, runtime, settings);
     let (scan_tx, scan_rx) = mpsc::unbounded_channel();
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = cfg.http_addr {
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        };
+        crate::http::serve(addr, ready.clone(), reconciler.metrics(), stopped)
+            .await
+            .map_err(|source| DaemonError::Http { addr, source })?;
+    }
     let mut d = Daemon {
+        ready,
+        _stop_http: stop_tx,
         status: StatusFiles::new(&cfg.state),
         cfg,
         store,
@@ -117,6 +139,10 @@ pub(super) struct Daemon {
     pub(super) reconciler: Reconciler,
     /// What the last pass said of each object (by uid).
     pub(super) next: HashMap<String, Next>,
+    /// `/readyz`: start-up recovery and the first pass are done.
+    pub(super) ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped with the daemon: stops the HTTP server.
+    _stop_http: tokio::sync::watch::Sender<bool>,
     /// The current pass created an object.
     pub(super) created: bool,
     /// When the next schedule slot is due.

@@ -45,7 +45,23 @@ impl Daemon {
             self.next.insert(uid, next);
         }
         self.reconciler.retain(&|uid| uids.contains(uid))?;
+        self.count_objects()?;
+        if self.scanned {
+            self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(self.created)
+    }
+
+    /// The objects-by-phase gauges.
+    fn count_objects(&self) -> Result<(), StoreError> {
+        let objects = self.store.objects(None, None)?;
+        let phases: Vec<(&str, String)> = objects
+            .iter()
+            .filter(|o| o.key.kind != Kind::Schedule)
+            .filter_map(|o| Some((o.key.kind.name(), o.object.pointer("/status/phase")?.as_str()?.to_string())))
+            .collect();
+        self.reconciler.metrics().set_objects(phases.iter().map(|(k, p)| (*k, p.as_str())));
+        Ok(())
     }
 
     /// Reconciles the objects with work in flight (progress, or an end).

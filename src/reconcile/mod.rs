@@ -121,6 +121,8 @@ pub struct Reconciler {
     /// Restores whose journal row waits at `Recorded` for their outcome to
     /// be observed.
     awaiting_ack: HashSet<String>,
+    /// What ended how (served on `/metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
     /// The status of each pre-restore snapshot asked for, by archive record
     /// id, until its object's first reconcile.
     pre_restore_status: HashMap<String, crate::api::VolumeSnapshotStatus>,
@@ -146,6 +148,7 @@ impl Reconciler {
             missing: HashMap::new(),
             awaiting_ack: HashSet::new(),
             pre_restore_status: HashMap::new(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             stopping: false,
         }
     }
@@ -154,6 +157,11 @@ impl Reconciler {
     /// reconcile that object again without polling.
     pub fn wake(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+
+    /// The metrics the reconciler records into (drivers add theirs).
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.metrics.clone()
     }
 
     /// Whether any capture, adoption or restore is in flight.

@@ -165,6 +165,21 @@ impl Reconciler {
         let uid = uid_of(&r.metadata);
         let generation = r.metadata.generation.unwrap_or(1);
         let now = Time::now();
+        let ended = match &result {
+            Ok(_) => Some("succeeded"),
+            Err(RestoreFailure::RolledBack(_)) => Some("failed"),
+            Err(RestoreFailure::Interrupted) => Some("interrupted"),
+            Err(_) => None,
+        };
+        if let Some(label) = ended {
+            self.metrics.restores.get_or_create(&crate::metrics::result(label)).inc();
+            if let Some(started) = st.start_time {
+                self.metrics.restore_seconds.observe(now.0.duration_since(started.0).as_secs_f64().max(0.0));
+            }
+        }
+        if let Ok(RestoreOutcome { downtime_seconds: Some(d), .. }) = &result {
+            self.metrics.restore_downtime_seconds.observe(*d);
+        }
         match result {
             Ok(outcome) => {
                 let restored = Restored {

@@ -109,6 +109,13 @@ impl Reconciler {
             }
             pass.pruned = delete.clone();
         }
+        if let Some(t) = pass.last_success {
+            let label = crate::metrics::ScheduleLabel {
+                namespace: s.metadata.namespace.clone().unwrap_or_default(),
+                schedule: name.clone(),
+            };
+            self.metrics.schedule_last_success.get_or_create(&label).set(t.0.as_millisecond() as f64 / 1000.0);
+        }
         sched::reconciled(&mut st, generation, Time(now), &pass);
         ScheduleOutcome { status: st, create, delete, wake_at }
     }

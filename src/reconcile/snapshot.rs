@@ -382,10 +382,18 @@ impl Reconciler {
                         CaptureEnd::ReadFailed(&write_error)
                     }
                 };
+                let result = if matches!(e, CaptureError::Cancelled) { "interrupted" } else { "failed" };
+                self.metrics.captures.get_or_create(&crate::metrics::result(result)).inc();
                 snap::capture_ended(st, generation, now, end);
                 return Ok(());
             }
         };
+        self.metrics.captures.get_or_create(&crate::metrics::result("succeeded")).inc();
+        self.metrics.captured_bytes.inc_by(outcome.volumes.iter().map(|v| v.bytes).sum());
+        self.metrics.archive_bytes.observe(outcome.size_bytes as f64);
+        if let Some(started) = st.start_time {
+            self.metrics.capture_seconds.observe(now.0.duration_since(started.0).as_secs_f64().max(0.0));
+        }
         self.store.put_archive(&record(&uid, c, &captured, outcome, true))?;
         let archive = ArchiveStatus {
             path: dest.display().to_string(),

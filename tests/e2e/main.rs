@@ -20,6 +20,7 @@ mod invalid;
 mod kube;
 mod lifecycle;
 mod manifests;
+mod metrics;
 mod races;
 mod restore;
 mod rss;
