@@ -82,6 +82,15 @@ enum Command {
     /// Uses the in-cluster configuration, or KUBECONFIG. Status goes to each
     /// object's status subresource, with an Event per transition.
     Controller(ControllerArgs),
+    /// Hand a manifest file to files mode and, with --wait, report until
+    /// every object in it is Completed (exit 0) or one Failed (exit 1).
+    ///
+    /// The file is checked first; it is then written into the manifests
+    /// directory (atomically). If no daemon owns --state, the daemon runs in
+    /// the foreground with --once over that directory.
+    ///
+    /// `volsnap apply -f pre-deploy.yaml --wait && ./deploy`
+    Apply(ApplyArgs),
     /// Print the CustomResourceDefinitions as YAML (crds/ is generated from this).
     Crds,
     /// Inspect archive files.
@@ -163,6 +172,22 @@ struct RunArgs {
 }
 
 #[derive(Args, Debug)]
+struct ApplyArgs {
+    /// The manifest file (one or more documents).
+    #[arg(short = 'f', long)]
+    file: PathBuf,
+    /// Wait until every object in the file is Completed or Failed, showing
+    /// progress.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this long (e.g. 90s, 10m, 1h): exit 1.
+    #[arg(long, default_value = "30m")]
+    timeout: String,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
 struct ControllerArgs {
     /// The node this agent serves (the DaemonSet passes spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
@@ -223,6 +248,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => return run_daemon(args),
         Command::Controller(args) => return run_controller(args),
+        Command::Apply(args) => return apply(args),
         Command::Get { kind, namespace, all_namespaces, output, state } => {
             let ns = (!all_namespaces).then_some(namespace.as_str());
             cli::get(&state.state, &state.archives(), parse_kind(&kind)?, ns, output, &mut stdout)?;
@@ -278,6 +304,50 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         files::RunOutcome::Ok => Ok(ExitCode::SUCCESS),
         files::RunOutcome::SomeFailed => Ok(ExitCode::FAILURE),
     }
+}
+
+fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    use volsnap::cli::apply::{self, Waited};
+    let timeout: jiff::SignedDuration =
+        args.timeout.parse().with_context(|| format!("--timeout {:?}: use e.g. 90s, 10m or 1h", args.timeout))?;
+    let timeout = timeout.unsigned_abs();
+    let keys = apply::check(&args.file)?;
+    let state = args.run.state.state.clone();
+    let target = apply::hand_over(&args.file, &args.run.manifests)?;
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Not locked for the whole run: a foreground daemon logs to stderr too.
+    let mut err = std::io::stderr();
+    let foreground = !volsnap::store::state_owned(&state);
+    let daemon = if foreground {
+        writeln!(err, "no daemon owns {}: running it in the foreground (--once)", state.display())?;
+        let mut run = args.run;
+        run.once = true;
+        Some(std::thread::spawn(move || run_daemon(run).map_err(|e| e.to_string())))
+    } else {
+        writeln!(err, "handed {} to the running daemon as {}", args.file.display(), target.display())?;
+        None
+    };
+    if !args.wait && !foreground {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let waited = apply::wait(&state, &keys, timeout, interactive, &mut err)?;
+    // A foreground daemon ends once everything is settled; after a timeout
+    // it is left to the process exit.
+    if let Some(d) = daemon.filter(|_| waited != Waited::TimedOut) {
+        match d.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => anyhow::bail!("the foreground daemon failed: {e}"),
+            Err(_) => anyhow::bail!("the foreground daemon panicked"),
+        }
+    }
+    Ok(match waited {
+        Waited::AllCompleted => ExitCode::SUCCESS,
+        Waited::SomeFailed => ExitCode::FAILURE,
+        Waited::TimedOut => {
+            writeln!(err, "timed out after {}", args.timeout)?;
+            ExitCode::FAILURE
+        }
+    })
 }
 
 fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {

@@ -1,5 +1,6 @@
-//! Read-only commands: `get`, `describe`, `crds`, `archive list` and
-//! `archive verify`, with kubectl-style output.
+//! The commands besides the daemons: `get`, `describe`, `crds`,
+//! `archive list` and `archive verify` (read-only, kubectl-style output),
+//! and `apply` (hands a manifest to files mode and waits for it).
 //!
 //! Every command writes to the `out` it is given and never to the terminal
 //! directly, so `main` decides where output goes and tests can capture it.
@@ -20,6 +21,7 @@
 //! - `describe` renders the object like `kubectl describe` renders custom
 //!   resources, with status conditions as a table.
 
+pub mod apply;
 mod archive;
 mod describe;
 mod get;

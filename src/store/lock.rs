@@ -55,3 +55,8 @@ fn lock_directory(dir: &Path) -> Result<File, LockFailure> {
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| LockFailure::Held)?;
     Ok(file)
 }
+
+/// Whether a running process (a daemon) owns the state directory now.
+pub fn state_owned(state_dir: &Path) -> bool {
+    state_dir.join("volsnap.lock").exists() && matches!(lock_file_in(state_dir, "volsnap.lock"), Err(LockFailure::Held))
+}

@@ -72,7 +72,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::api::{Kind, ObjectKey, Time};
 
 pub use journal::{JournalRow, QuiesceRow};
-pub use lock::Ownership;
+pub use lock::{Ownership, state_owned};
 pub use migrations::SCHEMA_VERSION;
 
 /// Suffix of an archive being written. Such files are never visible under a

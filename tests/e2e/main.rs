@@ -6,6 +6,7 @@
 //! temporary directory and starts its own daemon. Tests that need root
 //! (mounts, chown, setpriv) print "SKIPPED ..." and pass when not root.
 
+mod apply;
 mod capture;
 mod cli;
 mod docker;
