@@ -421,11 +421,7 @@ async fn reconcile_restore(obj: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Act
         status::create_pre_restore(&ctx, &obj, child).await?;
     }
     let next = out.next;
-    let mut st = out.status;
-    if st.phase.is_none() {
-        rst::accepted(&mut st, obj.metadata.generation.unwrap_or(1), crate::api::Time::now());
-    }
-    status::write_restore(&ctx, &obj, st).await?;
+    status::write_restore(&ctx, &obj, out.status).await?;
     ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&obj.uid().unwrap_or_default());
     Ok(action(&ctx, next))
 }

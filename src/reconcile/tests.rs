@@ -633,6 +633,14 @@ mod schedules {
         s
     }
 
+    /// Records that the schedule last ran for the slot at `slot`.
+    fn last_run(s: &mut VolumeSnapshotSchedule, slot: &str) {
+        s.status = Some(VolumeSnapshotScheduleStatus {
+            last_schedule_time: Some(crate::api::Time(at(slot))),
+            ..Default::default()
+        });
+    }
+
     fn child(name: &str, created: &str, phase: Option<Phase>) -> VolumeSnapshot {
         let mut c = snapshot(name, SnapshotSource::default(), None, DeletionPolicy::Delete);
         c.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(created)));
@@ -668,10 +676,7 @@ mod schedules {
         let env = Env::new();
         let mut rec = env.reconciler(true);
         let mut s = schedule("0 * * * *", None, false);
-        s.status = Some(VolumeSnapshotScheduleStatus {
-            last_schedule_time: Some(crate::api::Time(at("2026-11-02T00:00:00Z"))),
-            ..Default::default()
-        });
+        last_run(&mut s, "2026-11-02T00:00:00Z");
         // Down for ten hours: one run, for the latest slot.
         let out = rec.schedule(&s, &[], at("2026-11-02T10:20:00Z"));
         assert_eq!(out.create.unwrap().metadata.name.as_deref(), Some("nightly-20261102100000"));
@@ -729,10 +734,7 @@ mod schedules {
         let env = Env::new();
         let mut rec = env.reconciler(true);
         let mut s = schedule("* * * * *", None, false);
-        s.status = Some(VolumeSnapshotScheduleStatus {
-            last_schedule_time: Some(crate::api::Time(at("2026-11-02T10:05:00Z"))),
-            ..Default::default()
-        });
+        last_run(&mut s, "2026-11-02T10:05:00Z");
         let out = rec.schedule(&s, &[], at("2026-11-02T10:00:30Z"));
         assert!(out.create.is_none(), "slots up to the last run were taken");
     }
