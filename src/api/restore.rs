@@ -7,6 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{Condition, Phase, Time};
+use super::snapshot::Progress;
 
 /// Which snapshot to restore, where, and how. Immutable after creation.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -98,6 +99,12 @@ pub struct VolumeRestoreStatus {
     /// How long the workload was stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_seconds: Option<f64>,
+    /// While running: bytes of file content extracted, then of the replaced
+    /// data archived into the pre-restore snapshot (the total grows once,
+    /// when that step starts and its size is known). Updated about once a
+    /// second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
 }
 
 /// One restored volume.

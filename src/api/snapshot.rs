@@ -330,7 +330,7 @@ pub struct SkippedVolume {
     pub reason: String,
 }
 
-/// Progress of a running capture.
+/// Progress of a running capture or restore.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Progress {

@@ -2,7 +2,7 @@
 
 use super::conditions::set;
 use super::{reasons, types};
-use crate::api::{ConditionStatus as S, Phase, RestoredVolume, Time, VolumeRestoreStatus};
+use crate::api::{ConditionStatus as S, Phase, Progress, RestoredVolume, Time, VolumeRestoreStatus};
 
 /// What the reconciler should do with a restore next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,8 +37,14 @@ pub fn started(st: &mut VolumeRestoreStatus, generation: i64, now: Time, message
     st.observed_generation = Some(generation);
     st.start_time = Some(now);
     st.completion_time = None;
+    st.progress = Some(Progress::default());
     set(&mut st.conditions, types::SUCCEEDED, S::Unknown, reasons::RESTORING, message, Some(generation), now);
     set(&mut st.conditions, types::PROGRESSING, S::True, reasons::RESTORING, message, Some(generation), now);
+}
+
+/// Progress counters of a running restore.
+pub fn progress(st: &mut VolumeRestoreStatus, bytes_done: u64, bytes_total: u64) {
+    st.progress = Some(Progress { bytes_done, bytes_total });
 }
 
 /// The data is in place (and the workload back).
@@ -57,6 +63,11 @@ pub fn completed(
     st.volumes = volumes;
     st.downtime_seconds = downtime_seconds;
     st.pre_restore_snapshot = pre_restore_snapshot;
+    // Done is done, whatever the last poll saw.
+    if let Some(p) = &mut st.progress {
+        p.bytes_done = p.bytes_done.max(p.bytes_total);
+        p.bytes_total = p.bytes_done;
+    }
     set(&mut st.conditions, types::SUCCEEDED, S::True, reasons::RESTORED, message, Some(generation), now);
     set(
         &mut st.conditions,
@@ -207,11 +218,15 @@ mod tests {
         assert_eq!(get(&st.conditions, types::SUCCEEDED).unwrap().status, S::Unknown);
         started(&mut st, 1, t(2), "restoring");
         assert!(is_true(&st.conditions, types::PROGRESSING));
+        assert_eq!(st.progress, Some(Progress::default()), "a started restore shows progress from zero");
+        progress(&mut st, 40, 100);
+        assert_eq!(st.progress, Some(Progress { bytes_done: 40, bytes_total: 100 }));
         assert_eq!(next_step(Some(&st)), Step::Restore, "an InProgress restore without a worker is looked at again");
         completed(&mut st, 1, t(3), vec![], Some(0.5), Some("r-pre-restore".into()), "done");
         assert!(is_true(&st.conditions, types::SUCCEEDED));
         assert!(!is_true(&st.conditions, types::PROGRESSING));
         assert_eq!(st.downtime_seconds, Some(0.5));
+        assert_eq!(st.progress, Some(Progress { bytes_done: 100, bytes_total: 100 }), "completed is all done");
         assert_eq!(next_step(Some(&st)), Step::Nothing, "a restore runs once");
         let mut st = VolumeRestoreStatus::default();
         failed(&mut st, 1, t(4), reasons::SNAPSHOT_NOT_FOUND, "no such snapshot");

@@ -60,6 +60,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 
@@ -80,11 +81,13 @@ const HOLE_BLOCK: usize = 4096;
 const MAX_DEFERRED_ACL_BYTES: usize = 8 << 20;
 
 /// What the extractor is told about the archive.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExtractOptions {
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExtractOptions<'a> {
     /// Made elsewhere (adopted): no setuid/setgid bits on files, no
     /// `security.*` or `trusted.*` attributes.
     pub foreign: bool,
+    /// Counts the bytes of file content written, for `status.progress`.
+    pub progress: Option<&'a AtomicU64>,
 }
 
 /// A count of entries, with the first one as an example.
@@ -157,12 +160,12 @@ pub fn extract(
 ///
 /// See the module documentation; with `options.foreign`, privileged
 /// metadata is never applied.
-pub fn extract_with(
+pub fn extract_with<'a>(
     archive: &Path,
     volumes: &[ExtractVolume],
     limits: &VerifyLimits,
-    options: &ExtractOptions,
-    cancel: &dyn Fn() -> bool,
+    options: &ExtractOptions<'a>,
+    cancel: &'a dyn Fn() -> bool,
 ) -> Result<Extracted, ArchiveError> {
     let mut roots = HashMap::new();
     for v in volumes {
@@ -178,6 +181,7 @@ pub fn extract_with(
         buf: vec![0u8; COPY_BUFFER],
         cancel,
         foreign: options.foreign,
+        progress: options.progress,
         stripped: Tally::default(),
         xattrs_not_restored: Tally::default(),
         acl_pool: HashSet::new(),
@@ -226,6 +230,7 @@ struct Extractor<'c> {
     buf: Vec<u8>,
     cancel: &'c dyn Fn() -> bool,
     foreign: bool,
+    progress: Option<&'c AtomicU64>,
     stripped: Tally,
     xattrs_not_restored: Tally,
     /// Distinct directory ACL values held for [`Extractor::finish_dirs`].
@@ -420,6 +425,9 @@ impl Extractor<'_> {
             }
             trailing_hole = write_sparse(&file, off, &self.buf[..n])?;
             off += n as u64;
+            if let Some(p) = self.progress {
+                p.fetch_add(n as u64, Ordering::Relaxed);
+            }
             if (self.cancel)() {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "extraction cancelled"));
             }
@@ -1619,6 +1627,7 @@ mod tests {
             buf: Vec::new(),
             cancel: &never,
             foreign: false,
+            progress: None,
             stripped: Tally::default(),
             xattrs_not_restored: Tally::default(),
             acl_pool: HashSet::new(),

@@ -3,6 +3,7 @@
 //! object the driver creates, and acknowledging finished journal rows.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::work::Work;
 use super::{Next, Reconciled, Reconciler, StuckRestore, View, terminal, uid_of};
@@ -14,7 +15,7 @@ use crate::engine::archive::ArchiveManifest;
 use crate::engine::locks::KeyGuard;
 use crate::engine::restore::{
     self as engine, Destination, Executor, JournalStep, ObjRef, PRE_RESTORE_SUFFIX, PreRestorePlan, PreRestoreSnapshot,
-    PreflightInput, Refusal, RestoreFailure, RestoreOutcome, RestorePlan,
+    PreflightInput, Refusal, RestoreFailure, RestoreOutcome, RestorePlan, RestoreProgress,
 };
 use crate::store::{Store, StoreError};
 
@@ -31,6 +32,8 @@ pub const ARCHIVE_RECORD_ANNOTATION: &str = "volsnap.dev/archive-record";
 /// A restore in flight.
 pub(super) struct Running {
     pub work: Work<Result<RestoreOutcome, RestoreFailure>>,
+    /// The restore's own counters (extraction, then the pre-restore snapshot).
+    pub progress: Arc<RestoreProgress>,
 }
 
 impl Reconciler {
@@ -47,7 +50,11 @@ impl Reconciler {
         let mut st = r.status.clone().unwrap_or_default();
         let mut create = Vec::new();
         if let Some(running) = self.restores.get(&uid) {
-            let Some((result, guard)) = running.work.take() else {
+            let taken = running.work.take();
+            // Read after the take: once the thread has ended, these are final.
+            let (bytes_done, bytes_total) = running.progress.bytes();
+            rst::progress(&mut st, bytes_done, bytes_total);
+            let Some((result, guard)) = taken else {
                 return Ok(Reconciled { status: st, create, next: Next::Running });
             };
             self.restores.remove(&uid);
@@ -404,6 +411,8 @@ impl Reconciler {
         tracing::info!(restore = name, targets = ?targets, "Started restore");
         let (workload, roots) = (self.runtime.workload(), self.roots());
         let (state, archives) = (self.settings.state.clone(), self.settings.archives.clone());
+        let progress = Arc::new(RestoreProgress::default());
+        let counters = progress.clone();
         let spawned = Work::spawn(
             "restore",
             guard,
@@ -422,12 +431,13 @@ impl Reconciler {
                         format!("cannot open the state database: {e}; nothing was touched"),
                     ))
                 })?;
-                Executor { store: &store, workload: &*workload, roots: &roots, cancel }.execute(plan)
+                Executor { store: &store, workload: &*workload, roots: &roots, cancel, progress: &counters }
+                    .execute(plan)
             },
         );
         match spawned {
             Ok(work) => {
-                self.restores.insert(uid, Running { work });
+                self.restores.insert(uid, Running { work, progress });
                 Ok(Next::Running)
             }
             Err(e) => {

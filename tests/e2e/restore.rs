@@ -374,6 +374,50 @@ fn a_second_restore_of_the_same_target_waits_and_an_edit_mid_restore_is_not_appl
     drop(daemon);
 }
 
+/// `status.progress` of a restore: held after the extraction, it counts the
+/// snapshot's file content as done; once the pre-restore snapshot is taken,
+/// its total also covers the replaced data, and a Completed restore shows
+/// everything done.
+#[test]
+fn restore_progress_counts_the_extraction_then_the_replaced_data() {
+    let env = Env::new();
+    let app = env.data_dir("app");
+    write_random_file(&app.join("a.bin"), 3_000_000, 1);
+    write_random_file(&app.join("b.bin"), 1_000_000, 2);
+    let snap = snapshot_once(&env, "s", &[("app", &app)], "");
+    let captured: u64 =
+        snap["status"]["volumes"].as_array().unwrap().iter().map(|v| v["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(captured, 4_000_000, "{snap}");
+    // The live data grows before the restore: the replaced data is bigger.
+    write_random_file(&app.join("c.bin"), 2_000_000, 3);
+
+    let pauses = env.root.join("pauses");
+    fs::create_dir(&pauses).unwrap();
+    let point = "restore:Extracted";
+    let mut cmd = Command::new(BIN);
+    pause_at(&mut cmd, &pauses, point);
+    let daemon = env.start_cmd(cmd, env.run_args());
+    env.write_manifest("r.yaml", &restore_yaml("r", "s", ""));
+    wait_for("the restore to reach Extracted", TIMEOUT, || {
+        if pause_file(&pauses, point, "reached").exists() { Ok(()) } else { Err(env.logs()) }
+    });
+    let held = env.wait_status(RESTORES, "r", "progress of the finished extraction", |o| {
+        phase(o) == "InProgress" && o["status"]["progress"]["bytesDone"].as_u64() == Some(captured)
+    });
+    assert_eq!(held["status"]["progress"]["bytesTotal"].as_u64(), Some(captured), "{held}");
+    fs::write(pause_file(&pauses, point, "release"), b"").unwrap();
+
+    let done = env.wait_status(RESTORES, "r", "Completed", |o| phase(o) == "Completed");
+    let p = &done["status"]["progress"];
+    assert_eq!(p["bytesDone"], p["bytesTotal"], "a Completed restore shows all done: {done}");
+    assert_eq!(
+        p["bytesTotal"].as_u64(),
+        Some(captured + 6_000_000),
+        "the total covers the extraction and the 6 MB of replaced data archived: {done}"
+    );
+    drop(daemon);
+}
+
 // ---------------------------------------------------------------------------
 // Crashes.
 

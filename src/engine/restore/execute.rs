@@ -11,6 +11,7 @@ use super::swap_state::{swap_forward, unswap};
 use crate::api::RestoredVolume;
 use crate::core::reasons;
 use crate::engine::archive::{ArchiveError, VerifyLimits, VerifyReport};
+use crate::engine::capture::CaptureProgress;
 use crate::engine::extract::{self, ExtractOptions, ExtractVolume, Extracted};
 use crate::engine::fault;
 use crate::engine::quiesce::resume_in_order;
@@ -66,6 +67,29 @@ pub struct Executor<'a> {
     pub roots: &'a Roots,
     /// Set on shutdown: extraction stops, later steps finish.
     pub cancel: &'a AtomicBool,
+    /// Counters for `status.progress`.
+    pub progress: &'a RestoreProgress,
+}
+
+/// Live counters of a restore, for `status.progress`: the file content the
+/// extraction wrote (of the snapshot's total), then the replaced data read
+/// into the pre-restore snapshot (whose total is known once that capture has
+/// scanned it, so the total grows once, when that step starts).
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    /// The extraction into staging.
+    pub extracted: CaptureProgress,
+    /// The pre-restore snapshot of the replaced data.
+    pub archived_replaced: CaptureProgress,
+}
+
+impl RestoreProgress {
+    /// `(bytes done, bytes total)` over both steps.
+    pub fn bytes(&self) -> (u64, u64) {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let (e, r) = (&self.extracted, &self.archived_replaced);
+        (load(&e.bytes_done) + load(&r.bytes_done), load(&e.bytes_total) + load(&r.bytes_total))
+    }
 }
 
 /// The opened parent directories of a plan's entries (see [`Site`]).
@@ -230,7 +254,8 @@ impl Executor<'_> {
             expected_sha256: Some(plan.sha256.clone()),
         };
         let cancel = || self.cancel.load(Ordering::Relaxed);
-        let options = ExtractOptions { foreign: plan.foreign };
+        self.progress.extracted.bytes_total.store(plan.content_bytes, Ordering::Relaxed);
+        let options = ExtractOptions { foreign: plan.foreign, progress: Some(&self.progress.extracted.bytes_done) };
         let report = extract::extract_with(&plan.archive, &roots, &limits, &options, &cancel).map_err(|e| {
             if self.cancel.load(Ordering::Relaxed) {
                 return RestoreFailure::Interrupted;
@@ -390,7 +415,7 @@ impl Executor<'_> {
             }
         }
         self.journal(&plan, JournalStep::Started).map_err(RestoreFailure::Unfinished)?;
-        let (pre, more) = finish_after_swap(self.store, &plan, sites, self.cancel)?;
+        let (pre, more) = finish_after_swap(self.store, &plan, sites, self.cancel, &self.progress.archived_replaced)?;
         warnings.extend(more);
         Ok(RestoreOutcome { volumes, downtime_seconds: plan.downtime_seconds, pre_restore: pre, warnings })
     }

@@ -61,7 +61,7 @@ mod preflight;
 mod recover;
 mod swap_state;
 
-pub use execute::{Executor, RestoreFailure, RestoreOutcome};
+pub use execute::{Executor, RestoreFailure, RestoreOutcome, RestoreProgress};
 pub use plan::{
     Destination, JournalStep, ObjRef, PreRestorePlan, PreRestoreRecord, PreRestoreSnapshot, Refusal, RestorePlan,
     VolumePlan,

@@ -138,6 +138,10 @@ pub struct RestorePlan {
     pub sha256: String,
     /// Decompression-bomb cap on expanded bytes.
     pub max_bytes: u64,
+    /// Bytes of file content in the restored volumes (the snapshot's
+    /// count): the total of `status.progress` while extracting.
+    #[serde(default)]
+    pub content_bytes: u64,
     /// Cap on entries.
     pub max_entries: u64,
     /// Over the live data, or into a new directory.

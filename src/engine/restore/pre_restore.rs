@@ -24,6 +24,7 @@ pub(super) fn finish_after_swap(
     plan: &RestorePlan,
     sites: &Sites,
     cancel: &AtomicBool,
+    progress: &CaptureProgress,
 ) -> Result<(Option<PreRestoreSnapshot>, Vec<String>), RestoreFailure> {
     let mut warnings = Vec::new();
     let mut recorded = None;
@@ -32,7 +33,7 @@ pub(super) fn finish_after_swap(
     if let Some(pre) = &plan.pre_restore
         && !old_dirs.is_empty()
     {
-        match archive_old_data(store, plan, pre, sites, &old_dirs, cancel) {
+        match archive_old_data(store, plan, pre, sites, &old_dirs, cancel, progress) {
             Ok(key) => recorded = Some(key),
             Err(ArchiveOld::Cancelled) => {
                 return Err(RestoreFailure::Unfinished(
@@ -76,6 +77,7 @@ fn archive_old_data(
     sites: &Sites,
     old_dirs: &[(usize, PathBuf)],
     cancel: &AtomicBool,
+    progress: &CaptureProgress,
 ) -> Result<PreRestoreSnapshot, ArchiveOld> {
     let now = Time::now();
     let volumes: Vec<CaptureVolume> = old_dirs
@@ -120,13 +122,12 @@ fn archive_old_data(
     if let Some(temp) = capture::temp_path(&pre.abs_path) {
         let _ = std::fs::remove_file(temp);
     }
-    let progress = CaptureProgress::default();
     let outcome = capture::capture(CaptureJob {
         manifest: &manifest,
         volumes: &volumes,
         compression: pre.compression,
         dest: &pre.abs_path,
-        progress: &progress,
+        progress,
         cancel,
     })
     .map_err(|e| match e {

@@ -222,6 +222,7 @@ pub fn preflight(input: PreflightInput<'_>) -> Result<RestorePlan, Refusal> {
         archive: archive_path,
         sha256: archive_status.sha256,
         max_bytes: total_bytes + total_bytes / BOMB_HEADROOM_FRACTION + BOMB_HEADROOM_BYTES,
+        content_bytes: total_bytes,
         max_entries: total_entries + total_entries / BOMB_HEADROOM_FRACTION + 1024,
         destination,
         volumes,

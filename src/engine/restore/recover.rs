@@ -9,6 +9,7 @@ use super::plan::{Destination, JournalStep, ObjRef, PreRestoreSnapshot, RestoreP
 use super::pre_restore::{finish_after_swap, record_finished};
 use super::swap_state::{VolumeState, foreign, same_dir, swap_forward, unswap, volume_state};
 use crate::api::RestoredVolume;
+use crate::engine::capture::CaptureProgress;
 use crate::engine::quiesce::resume_in_order;
 use crate::engine::site::Roots;
 use crate::engine::workload::{Purpose, StoppedUnit, Workload, WorkloadError};
@@ -269,7 +270,8 @@ fn recover_one(
         plan.pre_restore = None;
     }
     let never = AtomicBool::new(false);
-    let (pre, more) = finish_after_swap(store, &plan, &sites, &never).map_err(|f| format!("{f:?}"))?;
+    let (pre, more) =
+        finish_after_swap(store, &plan, &sites, &never, &CaptureProgress::default()).map_err(|f| format!("{f:?}"))?;
     warnings.extend(more);
     warnings.extend(plan.extract_notes.iter().cloned());
     if step == JournalStep::Recorded {
