@@ -12,14 +12,20 @@ use volsnap::api::Kind;
 use volsnap::cli::{self, OutputFormat};
 use volsnap::files;
 
-/// volsnap: declare snapshots and restores of application data volumes as
-/// YAML objects; a controller loop makes them true.
+/// volsnap: declare snapshots, restores and snapshot schedules of application
+/// data volumes as YAML objects; a controller loop makes them true.
 ///
 /// Quick start: put a VolumeSnapshot manifest in ./volsnap.d, run
 /// `volsnap run --allowed-root /srv`, and read its status in
 /// ./.volsnap/status/default/volumesnapshots/<name>.yaml.
 #[derive(Parser, Debug)]
-#[command(name = "volsnap", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "volsnap",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_long_help = OBJECTS_HELP
+)]
 struct Cli {
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VOLSNAP_LOG_FORMAT")]
@@ -27,6 +33,43 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The object kinds, schedules and retention, metrics: what `--help` adds
+/// after the commands (the README has the full reference).
+const OBJECTS_HELP: &str = "\
+Objects (apiVersion volsnap.dev/v1alpha1):
+  VolumeSnapshot          capture volumes (paths, a container, a Docker volume, a PVC) into a
+                          tar.gz or tar.zst archive
+  VolumeRestore           put a snapshot back: in place (the workload is stopped around an
+                          atomic swap; the replaced data is kept as <name>-pre-restore), or
+                          into a new directory (spec.targetPath)
+  VolumeSnapshotSchedule  take a snapshot from spec.snapshotTemplate at each slot of a
+                          5-field cron (spec.schedule, spec.timeZone: an IANA name, DST-correct)
+
+Schedules:
+  Snapshots are named <schedule>-<yyyymmddhhmmss> (UTC), labelled volsnap.dev/schedule, with
+  deletionPolicy: Delete. Slots missed while volsnap was down run once at start-up; never two
+  runs of one schedule at once; spec.suspend: true pauses it (retention still applies).
+  Retention (spec.retention) keepLast/keepHourly/keepDaily/keepWeekly/keepMonthly/keepYearly,
+  as restic's `forget`: a snapshot kept by any rule is kept. Failed snapshots never count and
+  go once a later one succeeds; the newest successful snapshot is never deleted; all-zero
+  rules are refused. Removing a schedule keeps every archive it made.
+
+Monitoring:
+  --http-addr (run, controller) serves /healthz, /readyz and /metrics (Prometheus), e.g.
+  volsnap_schedule_last_success_timestamp_seconds for a \"no backup in 26 h\" alert.
+  `volsnap apply -f FILE --wait` waits until every object in FILE is Completed (exit 0).
+
+Example:
+  apiVersion: volsnap.dev/v1alpha1
+  kind: VolumeSnapshotSchedule
+  metadata: {name: nightly}
+  spec:
+    schedule: \"30 2 * * *\"
+    timeZone: Europe/Berlin
+    snapshotTemplate:
+      spec: {source: {paths: [{path: /srv/app/data}]}, compression: zstd}
+    retention: {keepLast: 3, keepDaily: 7, keepWeekly: 4, keepMonthly: 6}";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -77,7 +120,8 @@ enum Command {
         state: StateArgs,
     },
     /// Run the Kubernetes-mode agent of one node: reconcile the
-    /// VolumeSnapshots and VolumeRestores of this node.
+    /// VolumeSnapshots, VolumeRestores and VolumeSnapshotSchedules of this
+    /// node.
     ///
     /// Uses the in-cluster configuration, or KUBECONFIG. Status goes to each
     /// object's status subresource, with an Event per transition.

@@ -174,9 +174,26 @@ fn help_and_version() {
     }
     let out = volsnap(&["run".as_ref(), "--help".as_ref()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--manifests", "--state", "--archives", "--allowed-root", "--once"] {
+    for flag in ["--manifests", "--state", "--archives", "--allowed-root", "--once", "--http-addr"] {
         assert!(text.contains(flag), "run --help lists {flag}:\n{text}");
     }
+}
+
+/// `--help` covers schedules, retention, metrics and `apply --wait`, and
+/// the schedule it shows is a valid object.
+#[test]
+fn help_covers_schedules_retention_and_metrics_with_a_valid_example() {
+    let out = volsnap(&["--help".as_ref()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in ["VolumeSnapshotSchedule", "timeZone", "keepDaily", "keepLast", "/metrics", "apply -f FILE --wait"] {
+        assert!(text.contains(want), "--help mentions {want}:\n{text}");
+    }
+    let example = text.split_once("Example:\n").expect("--help has an example").1;
+    let yaml: String = example.lines().map(|l| l.strip_prefix("  ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+    let doc: Value = serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("the example is YAML: {e}\n{yaml}"));
+    let obj = volsnap::api::Object::from_value(doc).unwrap_or_else(|e| panic!("the example is an object: {e}"));
+    assert_eq!(obj.kind(), volsnap::api::Kind::Schedule);
+    volsnap::api::validate::object(&obj).unwrap_or_else(|e| panic!("the example is valid: {e:?}"));
 }
 
 #[test]
