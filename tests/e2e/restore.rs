@@ -318,15 +318,6 @@ fn a_disk_too_small_for_old_and_new_data_is_refused_up_front() {
     assert!(leftovers(&small).is_empty(), "{:?}", leftovers(&small));
 }
 
-/// Env vars that hold a restore at a journal step until released.
-fn pause_at(cmd: &mut Command, dir: &Path, point: &str) {
-    cmd.env("VOLSNAP_PAUSE", point).env("VOLSNAP_PAUSE_DIR", dir);
-}
-
-fn pause_file(dir: &Path, point: &str, suffix: &str) -> PathBuf {
-    dir.join(format!("{}.{suffix}", point.replace(':', "_")))
-}
-
 #[test]
 fn a_second_restore_of_the_same_target_waits_and_an_edit_mid_restore_is_not_applied() {
     let env = Env::new();
@@ -340,16 +331,10 @@ fn a_second_restore_of_the_same_target_waits_and_an_edit_mid_restore_is_not_appl
     let v2 = env.root.join("v2-ref");
     copy_tree(&app, &v2);
 
-    let pauses = env.root.join("pauses");
-    fs::create_dir(&pauses).unwrap();
-    let point = "restore:Extracted";
-    let mut cmd = Command::new(BIN);
-    pause_at(&mut cmd, &pauses, point);
-    let daemon = env.start_cmd(cmd, env.run_args());
+    let pause = Pause::new(&env, "restore:Extracted");
+    let daemon = pause.start(&env, &[]);
     env.write_manifest("first.yaml", &restore_yaml("first", "v1", "  keepPreRestore: false\n"));
-    wait_for("the first restore to reach Extracted", TIMEOUT, || {
-        if pause_file(&pauses, point, "reached").exists() { Ok(()) } else { Err(env.logs()) }
-    });
+    pause.wait_reached(&env, TIMEOUT);
     // While the first holds the target: a second restore waits...
     env.write_manifest("second.yaml", &restore_yaml("second", "v2", "  keepPreRestore: false\n"));
     let second = env.wait_status(RESTORES, "second", "Pending/VolumeBusy", |o| {
@@ -364,7 +349,7 @@ fn a_second_restore_of_the_same_target_waits_and_an_edit_mid_restore_is_not_appl
     env.write_manifest("first.yaml", &restore_yaml("first", "v2", "  keepPreRestore: false\n"));
     env.wait_status(RESTORES, "first", "SpecChanged=True", |o| cond(o, "SpecChanged").0 == "True");
     assert_same_tree(&v2, &app); // nothing live has changed yet
-    fs::write(pause_file(&pauses, point, "release"), b"").unwrap();
+    pause.release();
 
     let first = env.wait_status(RESTORES, "first", "Completed", |o| phase(o) == "Completed");
     env.check(first["spec"]["snapshotName"] == "v1", "the applied spec is the original one", &first);
@@ -391,21 +376,15 @@ fn restore_progress_counts_the_extraction_then_the_replaced_data() {
     // The live data grows before the restore: the replaced data is bigger.
     write_random_file(&app.join("c.bin"), 2_000_000, 3);
 
-    let pauses = env.root.join("pauses");
-    fs::create_dir(&pauses).unwrap();
-    let point = "restore:Extracted";
-    let mut cmd = Command::new(BIN);
-    pause_at(&mut cmd, &pauses, point);
-    let daemon = env.start_cmd(cmd, env.run_args());
+    let pause = Pause::new(&env, "restore:Extracted");
+    let daemon = pause.start(&env, &[]);
     env.write_manifest("r.yaml", &restore_yaml("r", "s", ""));
-    wait_for("the restore to reach Extracted", TIMEOUT, || {
-        if pause_file(&pauses, point, "reached").exists() { Ok(()) } else { Err(env.logs()) }
-    });
+    pause.wait_reached(&env, TIMEOUT);
     let held = env.wait_status(RESTORES, "r", "progress of the finished extraction", |o| {
         phase(o) == "InProgress" && o["status"]["progress"]["bytesDone"].as_u64() == Some(captured)
     });
     assert_eq!(held["status"]["progress"]["bytesTotal"].as_u64(), Some(captured), "{held}");
-    fs::write(pause_file(&pauses, point, "release"), b"").unwrap();
+    pause.release();
 
     let done = env.wait_status(RESTORES, "r", "Completed", |o| phase(o) == "Completed");
     let p = &done["status"]["progress"];
@@ -645,16 +624,10 @@ fn a_restore_waits_while_its_snapshot_is_still_being_taken() {
     let env = Env::new();
     let app = env.data_dir("app");
     make_small_tree(&app, 5);
-    let pauses = env.root.join("pauses");
-    fs::create_dir(&pauses).unwrap();
-    let point = "capture:started";
-    let mut cmd = Command::new(BIN);
-    pause_at(&mut cmd, &pauses, point);
-    let daemon = env.start_cmd(cmd, env.run_args());
+    let pause = Pause::new(&env, "capture:started");
+    let daemon = pause.start(&env, &[]);
     env.write_manifest("s.yaml", &snapshot_yaml("s", &[("app", &app)], ""));
-    wait_for("the capture to start", TIMEOUT, || {
-        if pause_file(&pauses, point, "reached").exists() { Ok(()) } else { Err(env.logs()) }
-    });
+    pause.wait_reached(&env, TIMEOUT);
     let reference = env.root.join("ref");
     copy_tree(&app, &reference);
     env.write_manifest("r.yaml", &restore_yaml("r", "s", "  keepPreRestore: false\n"));
@@ -663,7 +636,7 @@ fn a_restore_waits_while_its_snapshot_is_still_being_taken() {
     });
     env.check(cond(&waiting, "Succeeded").2.starts_with("Waiting"), "the message says it waits", &waiting);
     assert_eq!(scan_tree(&app).entries, scan_tree(&reference).entries, "nothing live changes while it waits");
-    fs::write(pause_file(&pauses, point, "release"), b"").unwrap();
+    pause.release();
     env.wait_status(RESTORES, "r", "Completed", |o| phase(o) == "Completed");
     assert_same_tree(&reference, &app);
     drop(daemon);

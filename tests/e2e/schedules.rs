@@ -5,9 +5,7 @@
 //! The timing rules, retention and the clock-jump cases are covered on a
 //! controllable clock by the reconciler's unit tests.
 
-use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::util::*;
@@ -18,13 +16,7 @@ fn a_minutely_schedule_takes_a_labelled_snapshot_and_its_removal_keeps_the_archi
     let app = env.data_dir("app");
     write_numbered_files(&app, 5);
     let _daemon = env.start(&["--resync-interval", "5"]);
-    env.write_manifest(
-        "s.yaml",
-        &format!(
-            "apiVersion: volsnap.dev/v1alpha1\nkind: VolumeSnapshotSchedule\nmetadata: {{name: every}}\nspec:\n  schedule: \"* * * * *\"\n  snapshotTemplate:\n    spec:\n      source:\n        paths: [{{name: app, path: {}}}]\n  retention: {{keepLast: 3}}\n",
-            q(app.display().to_string())
-        ),
-    );
+    env.write_manifest("s.yaml", &schedule_yaml("every", &app, ""));
     let schedule = env.wait_status(SCHEDULES, "every", "Scheduled with a next run", |o| {
         cond(o, "Ready").1 == "Scheduled" && o.pointer("/status/nextScheduleTime").is_some()
     });
@@ -75,19 +67,11 @@ fn a_schedule_suspended_then_removed_while_its_snapshot_runs_loses_nothing() {
     let app = env.data_dir("app");
     write_numbered_files(&app, 5);
     let before = scan_tree(&app);
-    let pauses = env.root.join("pauses");
-    fs::create_dir(&pauses).unwrap();
-    let point = "capture:started";
-    let (reached, release) = (pauses.join("capture_started.reached"), pauses.join("capture_started.release"));
-    let mut cmd = Command::new(BIN);
-    cmd.env("VOLSNAP_PAUSE", point).env("VOLSNAP_PAUSE_DIR", &pauses);
-    let mut args = env.run_args();
-    args.extend(["--resync-interval".into(), "5".into()]);
-    let daemon = env.start_cmd(cmd, args);
+    let pause = Pause::new(&env, "capture:started");
+    let daemon = pause.start(&env, &["--resync-interval", "5"]);
     env.write_manifest("s.yaml", &schedule_yaml("held", &app, ""));
-    wait_for("the first slot's capture to start (held)", Duration::from_secs(90), || {
-        if reached.exists() { Ok(()) } else { Err(env.logs()) }
-    });
+    // The first slot comes within a minute.
+    pause.wait_reached(&env, Duration::from_secs(90));
     let ran = env.wait_status(SCHEDULES, "held", "lastSnapshot", |o| o.pointer("/status/lastSnapshot").is_some());
     let child = ran.pointer("/status/lastSnapshot").unwrap().as_str().unwrap().to_string();
     env.wait_status(SNAPSHOTS, &child, "InProgress", |o| phase(o) == "InProgress");
@@ -108,7 +92,7 @@ fn a_schedule_suspended_then_removed_while_its_snapshot_runs_loses_nothing() {
             Err(env.logs())
         }
     });
-    fs::write(&release, b"").unwrap();
+    pause.release();
     // The daemon is still at work: a plain snapshot declared now completes.
     env.write_manifest("after.yaml", &snapshot_yaml("after", &[("app", &app)], ""));
     env.wait_completed("after");

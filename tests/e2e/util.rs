@@ -697,3 +697,44 @@ pub fn mtime_ns(path: &Path) -> i128 {
     let md = fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
     md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128
 }
+
+/// A fault-injection pause point (`VOLSNAP_PAUSE`): the daemon started with
+/// [`Pause::start`] stops there until [`Pause::release`], so a test holds an
+/// operation at a known step instead of racing the clock.
+pub struct Pause {
+    dir: PathBuf,
+    point: String,
+}
+
+impl Pause {
+    /// A pause at `point` (e.g. `restore:Extracted`, `capture:started`).
+    pub fn new(env: &Env, point: &str) -> Pause {
+        let dir = env.root.join(format!("pauses-{}", next_id()));
+        fs::create_dir(&dir).unwrap();
+        Pause { dir, point: point.into() }
+    }
+
+    fn file(&self, suffix: &str) -> PathBuf {
+        self.dir.join(format!("{}.{suffix}", self.point.replace(':', "_")))
+    }
+
+    /// Starts the daemon (`run` with `extra` arguments) held at this point.
+    pub fn start(&self, env: &Env, extra: &[&str]) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.env("VOLSNAP_PAUSE", &self.point).env("VOLSNAP_PAUSE_DIR", &self.dir);
+        let mut args = env.run_args();
+        args.extend(extra.iter().map(OsString::from));
+        env.start_cmd(cmd, args)
+    }
+
+    /// Waits until the daemon stands at the point.
+    pub fn wait_reached(&self, env: &Env, timeout: Duration) {
+        let f = self.file("reached");
+        wait_for(&format!("{} reached", self.point), timeout, || if f.exists() { Ok(()) } else { Err(env.logs()) });
+    }
+
+    /// Lets it go on.
+    pub fn release(&self) {
+        fs::write(self.file("release"), b"").unwrap();
+    }
+}
