@@ -79,5 +79,5 @@ machine_info() {
   fs=$(findmnt -n -o FSTYPE,OPTIONS -T "$BENCH_DIR" 2> /dev/null || stat -f -c %T "$BENCH_DIR")
   echo "- machine: $(nproc) cores (nproc), ${model:-unknown CPU}, $mem RAM"
   echo "- kernel: $(uname -srm)"
-  echo "- BENCH_DIR: $BENCH_DIR on ${fs%% *} (${fs#* })"
+  echo "- BENCH_DIR: $BENCH_DIR on $(awk '{ print $1 " (" $2 ")" }' <<< "$fs")"
 }
