@@ -58,9 +58,11 @@ manifest() {
 # Outside the timed region; a mismatch stops the benchmark: a fast wrong
 # restore is a bug, not a number.
 verify_tree() {
-  local label="$1" dir="$2" want="$3" got
+  local label="$1" dir="$2" want="$3" got t0
   got="$(mktemp)"
+  t0=$(now_ns)
   manifest "$dir" > "$got"
+  note "$label: checked against the dataset's manifest in $(secs_since "$t0") s"
   if ! cmp -s "$want" "$got"; then
     echo "bench: $label: the restored tree $dir differs from the dataset:" >&2
     diff "$want" "$got" | head -n 20 >&2
@@ -68,6 +70,17 @@ verify_tree() {
     die "$label restored wrong data"
   fi
   rm -f "$got"
+}
+
+# remove_tree DIR: rm -rf, saying how long it took: removing tens of
+# thousands of files is not free (ext4 with `discard` is slow at it), and
+# it is part of the benchmark's untimed overhead.
+remove_tree() {
+  local t0
+  [ -e "$1" ] || return 0
+  t0=$(now_ns)
+  rm -rf "$1"
+  note "removed $1 in $(secs_since "$t0") s"
 }
 
 # Markdown lines describing the machine, for the report's header.
