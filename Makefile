@@ -101,7 +101,7 @@ cluster-down: ## Stop the control plane that cluster-up started (safe to repeat;
 # bench/bench.sh finds the binary where cargo put it (CARGO_TARGET_DIR or
 # target/). BENCH_RUNS, BENCH_SIZE_MB, BENCH_SMALL_FILES, BENCH_DIR: see it.
 .PHONY: bench
-bench: bench-deps ## Release build, then one table: capture/restore time, MiB/s, size, peak RSS vs tar+gzip/pigz/zstd (~15 min)
+bench: bench-deps ## Release build, then one table: capture/restore time, MiB/s, size, peak RSS vs tar+gzip/pigz/zstd (long: see README, Benchmark)
 	$(CARGO) build --release
 	bash bench/bench.sh
 
