@@ -2,8 +2,9 @@
 #
 # `make` (or `make help`) lists the targets. Every target works on a fresh
 # Debian machine: `make test` and `make bench` install the tools they need
-# (GNU tar, gzip, zstd, pigz, GNU time, util-linux's setpriv) when they are
-# missing and the caller is root; otherwise they only say what is missing.
+# (GNU tar, gzip, zstd, pigz, GNU time, util-linux's setpriv, openssl) when
+# they are missing and the caller is root; otherwise they only say what is
+# missing.
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -19,8 +20,10 @@ CRDS_FILE := crds/volsnap.dev.yaml
 TEST_FEATURES := --features fault-injection
 
 # Debian packages the tests and the benchmark rely on, as "command:package".
+# The benchmark generates its datasets with openssl (AES-CTR keystream: the
+# same bytes on every machine), which minimal Debian images lack.
 TEST_TOOLS := tar:tar gzip:gzip zstd:zstd setpriv:util-linux /usr/bin/time:time
-BENCH_TOOLS := $(TEST_TOOLS) pigz:pigz
+BENCH_TOOLS := $(TEST_TOOLS) pigz:pigz openssl:openssl findmnt:util-linux
 
 .PHONY: help
 help: ## Show this help
@@ -95,11 +98,12 @@ cluster-up: ## Build (first time ~10 min, then cached) and start a local Kuberne
 cluster-down: ## Stop the control plane that cluster-up started (safe to repeat; keeps .e2e/ logs)
 	bash tests/k8s/cluster-down.sh
 
+# bench/bench.sh finds the binary where cargo put it (CARGO_TARGET_DIR or
+# target/). BENCH_RUNS, BENCH_SIZE_MB, BENCH_SMALL_FILES, BENCH_DIR: see it.
 .PHONY: bench
-bench: bench-deps ## Release build, then capture and restore speed/RSS/downtime vs tar+gzip/pigz/zstd
+bench: bench-deps ## Release build, then one table: capture/restore time, MiB/s, size, peak RSS vs tar+gzip/pigz/zstd (long: see README, Benchmark)
 	$(CARGO) build --release
-	bash bench/capture.sh
-	SKIP_BUILD=1 bash bench/restore.sh
+	bash bench/bench.sh
 
 .PHONY: crds
 crds: ## Regenerate crds/volsnap.dev.yaml from the Rust types (`volsnap crds`)
