@@ -397,6 +397,9 @@ impl Extractor<'_> {
         data: &mut dyn Read,
     ) -> io::Result<()> {
         let m = Meta { mode: info.mode, uid: info.uid, gid: info.gid, mtime: info.mtime };
+        // Tests make the creation of one file fail (`VOLSNAP_FAIL=extract:create:<path in the volume>`).
+        #[cfg(feature = "fault-injection")]
+        super::fault::fail(&format!("extract:create:{}", String::from_utf8_lossy(rel)))?;
         let name = cstr(name)?;
         let fd = rustix::fs::openat(dir, name.as_c_str(), NEW_FILE_FLAGS, Mode::from_raw_mode(0o600))?;
         let file = std::fs::File::from(fd);

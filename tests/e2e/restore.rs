@@ -292,6 +292,37 @@ fn tampered_or_truncated_archives_are_refused_before_anything_live_changes() {
 }
 
 #[test]
+fn a_file_that_cannot_be_written_mid_extraction_fails_the_restore_and_touches_nothing_live() {
+    let env = Env::new();
+    let app = env.data_dir("app");
+    make_rich_tree(&app);
+    // Several MiB ahead of and behind the failing file, so both threads of
+    // the extraction are busy when the writing side fails.
+    for i in 0..3 {
+        fs::write(app.join(format!("big-{i}.bin")), random_bytes(3 << 20, i + 1)).unwrap();
+    }
+    snapshot_once(&env, "s", &[("app", &app)], "");
+    scribble(&app);
+    let before = scan_tree(&app);
+    env.write_manifest("r.yaml", &restore_yaml("blocked", "s", ""));
+    let out = run_bounded(
+        Command::new(BIN).args(env.run_args()).arg("--once").env("VOLSNAP_FAIL", "extract:create:private/secret"),
+        Duration::from_secs(300),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let obj = env.status(RESTORES, "blocked").unwrap();
+    env.check(phase(&obj) == "Failed", "Failed", &obj);
+    env.check(reason(&obj) == "RestoreFailed", "reason RestoreFailed", &obj);
+    let message = cond(&obj, "Succeeded").2;
+    env.check(message.contains("private/secret"), "the message names the file", &obj);
+    env.check(message.contains("injected failure"), "the message says why", &obj);
+    env.check(message.contains("not touched"), "the message says nothing live was touched", &obj);
+    assert_eq!(before.entries, scan_tree(&app).entries, "live data unchanged");
+    assert!(leftovers(&env.data).is_empty(), "staging removed: {:?}", leftovers(&env.data));
+    assert!(env.status(SNAPSHOTS, "blocked-pre-restore").is_none(), "no pre-restore snapshot");
+}
+
+#[test]
 fn a_disk_too_small_for_old_and_new_data_is_refused_up_front() {
     if !is_root() {
         return skip("a_disk_too_small_for_old_and_new_data_is_refused_up_front", "needs root for a tmpfs mount");
