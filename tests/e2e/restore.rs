@@ -107,6 +107,15 @@ fn in_place_restore_gives_back_the_identical_tree_and_keeps_the_replaced_data() 
     let pre = env.status(SNAPSHOTS, "undo-pre-restore").expect("pre-restore snapshot status");
     env.check(phase(&pre) == "Completed", "pre-restore snapshot Completed", &pre);
     let archive = PathBuf::from(pre["status"]["archive"]["path"].as_str().unwrap());
+    // Written as zstd whatever the restored snapshot's compression (gzip
+    // here), and a sound zstd file for the zstd tool itself.
+    env.check(pre["status"]["archive"]["format"] == "tar+zstd", "pre-restore archive is tar+zstd", &pre);
+    env.check(pre["spec"]["compression"] == "zstd", "pre-restore snapshot says compression: zstd", &pre);
+    assert!(archive.to_string_lossy().ends_with(".tar.zst"), "{}", archive.display());
+    let t = Command::new("zstd").arg("-t").arg("-q").arg(&archive).output().unwrap();
+    assert!(t.status.success(), "zstd -t {}: {}", archive.display(), show(&t));
+    let v = Command::new(BIN).args(["archive", "verify"]).arg(&archive).output().unwrap();
+    assert!(v.status.success(), "volsnap archive verify {}: {}", archive.display(), show(&v));
     let listing = tar_list(&archive);
     assert!(listing.iter().any(|n| n == "volumes/0/scribbled"), "the replaced data is archived: {listing:?}");
     assert!(!listing.iter().any(|n| n.ends_with("a.txt")), "the restored data is not: {listing:?}");
@@ -535,7 +544,7 @@ fn a_kill_at_every_journal_step_leaves_each_volume_entirely_old_or_new_after_rec
         if forward {
             // The replaced data was archived (the snapshot object went with
             // its restore; the archive is retained).
-            let pre = s.env.archive_path("r-pre-restore", "tar.gz");
+            let pre = s.env.archive_path("r-pre-restore", "tar.zst");
             assert!(pre.exists(), "{point}: pre-restore archive {} retained", pre.display());
             let listing = tar_list(&pre);
             assert!(listing.iter().any(|n| n == "volumes/0/scribbled"), "{point}: old data archived: {listing:?}");
