@@ -47,7 +47,7 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use crate::api::{CapturedVolume, Compression};
 use crate::engine::archive::pax;
 use crate::engine::archive::{
-    ArchiveManifest, ArchiveWriter, CHECKSUM_SUFFIX, EntryMeta, MANIFEST_ENTRY, ManifestVolume, TEMP_SUFFIX,
+    ArchiveManifest, ArchiveWriter, CHECKSUM_SUFFIX, EntryMeta, MANIFEST_ENTRY, ManifestVolume, TEMP_SUFFIX, ZstdTuning,
 };
 use crate::engine::beneath::OpenDir;
 use crate::engine::xattr::{self, Xattr};
@@ -204,6 +204,13 @@ fn parent_dir(dest: &Path) -> &Path {
 /// error on the archive, or cancellation fail it, and then neither the
 /// archive nor its temporary file is left behind.
 pub fn capture(job: CaptureJob<'_>) -> Result<CaptureOutcome, CaptureError> {
+    capture_tuned(job, None)
+}
+
+/// [`capture`], with `zstd` settings other than the defaults when given
+/// (then `job.compression` must be zstd). Used by the restore's pre-restore
+/// snapshot (`engine::restore`), which picks its own.
+pub fn capture_tuned(job: CaptureJob<'_>, zstd: Option<ZstdTuning>) -> Result<CaptureOutcome, CaptureError> {
     // Tests hold a capture here, after its volumes were checked and opened,
     // to change the paths underneath it.
     crate::engine::fault::pause("capture:start");
@@ -229,7 +236,7 @@ pub fn capture(job: CaptureJob<'_>) -> Result<CaptureOutcome, CaptureError> {
     let mut guard = RemoveOnDrop(Some(temp.clone()));
     crate::engine::fault::point("capture:temp-created");
 
-    let (volumes, (file, sha256, size_bytes)) = write_archive(&job, file)?;
+    let (volumes, (file, sha256, size_bytes)) = write_archive(&job, file, zstd)?;
     file.sync_all().map_err(write_err)?;
     drop(file);
     fs::rename(&temp, dest).map_err(write_err)?;
@@ -279,7 +286,11 @@ impl Drop for RemoveOnDrop {
 
 type Finished = (File, String, u64);
 
-fn write_archive(job: &CaptureJob<'_>, file: File) -> Result<(Vec<CapturedVolume>, Finished), CaptureError> {
+fn write_archive(
+    job: &CaptureJob<'_>,
+    file: File,
+    zstd: Option<ZstdTuning>,
+) -> Result<(Vec<CapturedVolume>, Finished), CaptureError> {
     let write_err = |source: io::Error| CaptureError::Write { path: job.dest.to_path_buf(), source };
     if job.cancel.load(Ordering::Relaxed) {
         return Err(CaptureError::Cancelled);
@@ -288,7 +299,11 @@ fn write_archive(job: &CaptureJob<'_>, file: File) -> Result<(Vec<CapturedVolume
     job.progress.bytes_total.store(0, Ordering::Relaxed);
     prescan(job)?;
 
-    let mut writer = ArchiveWriter::new(file, job.compression).map_err(write_err)?;
+    let mut writer = match zstd {
+        Some(tuning) if job.compression == Compression::Zstd => ArchiveWriter::new_zstd(file, tuning),
+        _ => ArchiveWriter::new(file, job.compression),
+    }
+    .map_err(write_err)?;
     let mut json = serde_json::to_vec_pretty(job.manifest)
         .map_err(|e| write_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
     json.push(b'\n');

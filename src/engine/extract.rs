@@ -402,6 +402,9 @@ impl Extractor<'_> {
         data: &mut dyn Read,
     ) -> io::Result<()> {
         let m = Meta { mode: info.mode, uid: info.uid, gid: info.gid, mtime: info.mtime };
+        // Tests make the creation of one file fail (`VOLSNAP_FAIL=extract:create:<path in the volume>`).
+        #[cfg(feature = "fault-injection")]
+        super::fault::fail(&format!("extract:create:{}", String::from_utf8_lossy(rel)))?;
         let name = cstr(name)?;
         let fd = rustix::fs::openat(dir, name.as_c_str(), NEW_FILE_FLAGS, Mode::from_raw_mode(0o600))?;
         let file = std::fs::File::from(fd);
@@ -650,6 +653,8 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use tar::{EntryType, Header};
+
+    use sha2::Digest as _;
 
     use super::*;
     use crate::engine::archive::writer::pax_record;
@@ -1769,5 +1774,138 @@ mod tests {
         names.sort();
         assert_eq!(names.len(), 15, "{names:?}");
         assert!(!names.iter().any(|n| n == "conf"), "{names:?}");
+    }
+
+    /// A volume of `n` files whose sizes straddle the pipe's buffers (a few
+    /// bytes to several buffers, never a multiple of one), each with its own
+    /// pseudo-random content, in a few directories.
+    fn many_buffers(n: usize) -> (Vec<E>, Vec<(String, Vec<u8>)>) {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut entries = vec![manifest(), dir("volumes/0/"), dir("volumes/0/a/"), dir("volumes/0/b/")];
+        let mut files = Vec::new();
+        for i in 0..n {
+            let size = match i % 5 {
+                0 => 3 * crate::engine::archive::reader::PIPE_CHUNK + 4097,
+                1 => 17,
+                2 => (next() % 300_000) as usize,
+                3 => 0,
+                _ => 4096 * 3,
+            };
+            // Half compressible text, half noise, so both kinds of deflate
+            // block and zstd block go through.
+            let data: Vec<u8> = if i % 2 == 0 {
+                (0..size).map(|_| next() as u8).collect()
+            } else {
+                (0..size).map(|k| b"volsnap pipeline text\n"[k % 22]).collect()
+            };
+            let name = format!("volumes/0/{}/f{i}", if i % 2 == 0 { "a" } else { "b" });
+            entries.push(file(&name, &data).mode(0o640).mtime(1_600_000_000 + i as u64));
+            files.push((name["volumes/0/".len()..].to_string(), data));
+        }
+        (entries, files)
+    }
+
+    #[test]
+    fn the_threaded_pipeline_restores_an_archive_of_many_buffers_exactly() {
+        let (entries, files) = many_buffers(40);
+        let tar = tar_of(&entries);
+        let expanded: usize = files.iter().map(|(_, d)| d.len()).sum();
+        let depth = crate::engine::archive::reader::PIPE_DEPTH + 2;
+        assert!(
+            expanded > 4 * depth * crate::engine::archive::reader::PIPE_CHUNK,
+            "the test must cycle every pipe buffer several times: {expanded} bytes"
+        );
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        for (kind, bytes) in [("gzip", gz(&tar)), ("zstd", zst)] {
+            let mut sb = Sandbox::new();
+            let (r, roots) = sb.extract_bytes(kind, &bytes, &[(0, "data")], &VerifyLimits::default());
+            let report = r.unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(report.sha256, hex::encode(sha2::Sha256::digest(&bytes)), "{kind}: sha256 of the file");
+            assert_eq!(report.size_bytes, bytes.len() as u64, "{kind}");
+            assert_eq!(report.bytes, expanded as u64, "{kind}");
+            for (rel, data) in &files {
+                let got = std::fs::read(roots[0].join(rel)).unwrap();
+                assert!(got == *data, "{kind}: {rel} differs ({} bytes, expected {})", got.len(), data.len());
+                assert_eq!(lstat(&roots[0].join(rel)).mode() & 0o7777, 0o640, "{kind}: {rel}");
+            }
+            let count = std::fs::read_dir(roots[0].join("a")).unwrap().count()
+                + std::fs::read_dir(roots[0].join("b")).unwrap().count();
+            assert_eq!(count, files.len(), "{kind}: nothing more, nothing less");
+        }
+    }
+
+    #[test]
+    fn a_write_error_mid_stream_ends_the_extraction_with_that_error() {
+        let (entries, files) = many_buffers(40);
+        let bytes = gz(&tar_of(&entries));
+        let mut sb = Sandbox::new();
+        // The writing side fails at the 21st file, megabytes into the
+        // stream: its name is taken (files are created O_EXCL).
+        let blocked = &files[20].0;
+        sb.n += 1;
+        let archive = sb.top.join("blocked.tar.gz");
+        std::fs::write(&archive, &bytes).unwrap();
+        let root = sb.top.join("blocked-root");
+        std::fs::create_dir_all(root.join(Path::new(blocked).parent().unwrap())).unwrap();
+        std::fs::write(root.join(blocked), b"in the way").unwrap();
+        let ev = [ExtractVolume {
+            index: 0,
+            name: "data".into(),
+            dir: OpenDir::open_trusted(&root).unwrap(),
+            root: root.clone(),
+        }];
+        let err = extract(&archive, &ev, &VerifyLimits::default(), &|| false).unwrap_err();
+        match &err {
+            ArchiveError::Extract { path, source } => {
+                assert!(path.ends_with(blocked.as_str()), "{err}");
+                assert_eq!(source.kind(), io::ErrorKind::AlreadyExists, "{err}");
+            }
+            other => panic!("expected the writing error, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(root.join(blocked)).unwrap(), b"in the way", "nothing is written through");
+        for (rel, _) in &files[21..] {
+            assert!(!root.join(rel).exists(), "{rel}: nothing after the failure is written");
+        }
+    }
+
+    #[test]
+    fn corruption_deep_in_a_long_stream_is_refused() {
+        let (entries, files) = many_buffers(40);
+        let tar = tar_of(&entries);
+        let good = gz(&tar);
+        let vols = [(0, "data")];
+        let mut sb = Sandbox::new();
+        // Bytes well past the first buffers, in both halves of the stream.
+        for at in [good.len() / 2, good.len() * 3 / 4, good.len() - 100] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x55;
+            let limits =
+                VerifyLimits { expected_sha256: Some(hex::encode(sha2::Sha256::digest(&good))), ..Default::default() };
+            let (r, roots) = sb.extract_bytes("corrupt", &bad, &vols, &limits);
+            let err = r.expect_err("a corrupt stream must not extract");
+            assert!(
+                matches!(
+                    err,
+                    ArchiveError::Corrupt(_) | ArchiveError::Truncated(_) | ArchiveError::ChecksumMismatch { .. }
+                ),
+                "byte {at}: {err:?}"
+            );
+            let _ = (&roots, &files);
+        }
+        // zstd: a damaged block fails its checks too.
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        let mut bad = zst.clone();
+        let at = bad.len() / 2;
+        bad[at] ^= 0x55;
+        let limits =
+            VerifyLimits { expected_sha256: Some(hex::encode(sha2::Sha256::digest(&zst))), ..Default::default() };
+        let (r, _) = sb.extract_bytes("corrupt zstd", &bad, &vols, &limits);
+        assert!(r.is_err(), "a corrupt zstd stream must not extract");
     }
 }

@@ -335,7 +335,9 @@ impl Reconciler {
             // The id the pre-restore archive is recorded under until its
             // snapshot object exists (and binds it).
             let record_id = uuid::Uuid::new_v4().to_string();
-            let compression = snapshot.as_ref().map(|s| s.spec.compression).unwrap_or_default();
+            // Not the restored snapshot's compression: the pre-restore
+            // snapshot is always fast zstd (see PRE_RESTORE_COMPRESSION).
+            let compression = crate::engine::restore::PRE_RESTORE_COMPRESSION;
             let pre_key = crate::api::ObjectKey {
                 kind: crate::api::Kind::Snapshot,
                 namespace: namespace.clone(),

@@ -33,7 +33,7 @@ fn kill_while_the_pre_restore_archive_is_written_still_keeps_the_undo_snapshot()
     env.check(!live.join("written-later").exists(), "the live data is the snapshot's", &obj);
     let pre = env.status(SNAPSHOTS, "r-pre-restore").unwrap_or_else(|| panic!("no undo snapshot\n{}", show(&out)));
     env.check(phase(&pre) == "Completed", "the undo snapshot was recorded", &pre);
-    let listing = tar_list(&env.archive_path("r-pre-restore", "tar.gz"));
+    let listing = tar_list(&env.archive_path("r-pre-restore", "tar.zst"));
     env.check(listing.iter().any(|e| e == "volumes/0/written-later"), "it holds the replaced data", &pre);
     assert!(
         leftovers(&env.data.join("app")).is_empty(),

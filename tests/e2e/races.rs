@@ -264,7 +264,7 @@ fn in_place_restore_never_stages_outside_the_roots_when_a_parent_is_swapped_for_
     env.check(phase(&obj) == "Completed", "the restore completed in the directory it checked", &obj);
     assert!(live.join("f199").is_file() && !live.join("written-later").exists(), "the live data is the snapshot's");
     assert_eq!(fs::read_dir(&live).unwrap().count(), 200);
-    let pre = tar_list(&env.archive_path("r-pre-restore", "tar.gz"));
+    let pre = tar_list(&env.archive_path("r-pre-restore", "tar.zst"));
     assert!(pre.iter().any(|e| e == "volumes/0/written-later"), "the replaced data was archived: {pre:?}");
     assert!(leftovers_in(&env.data.join("app")).is_empty(), "no staging directory is left behind");
 }

@@ -107,6 +107,15 @@ fn in_place_restore_gives_back_the_identical_tree_and_keeps_the_replaced_data() 
     let pre = env.status(SNAPSHOTS, "undo-pre-restore").expect("pre-restore snapshot status");
     env.check(phase(&pre) == "Completed", "pre-restore snapshot Completed", &pre);
     let archive = PathBuf::from(pre["status"]["archive"]["path"].as_str().unwrap());
+    // Written as zstd whatever the restored snapshot's compression (gzip
+    // here), and a sound zstd file for the zstd tool itself.
+    env.check(pre["status"]["archive"]["format"] == "tar+zstd", "pre-restore archive is tar+zstd", &pre);
+    env.check(pre["spec"]["compression"] == "zstd", "pre-restore snapshot says compression: zstd", &pre);
+    assert!(archive.to_string_lossy().ends_with(".tar.zst"), "{}", archive.display());
+    let t = Command::new("zstd").arg("-t").arg("-q").arg(&archive).output().unwrap();
+    assert!(t.status.success(), "zstd -t {}: {}", archive.display(), show(&t));
+    let v = Command::new(BIN).args(["archive", "verify"]).arg(&archive).output().unwrap();
+    assert!(v.status.success(), "volsnap archive verify {}: {}", archive.display(), show(&v));
     let listing = tar_list(&archive);
     assert!(listing.iter().any(|n| n == "volumes/0/scribbled"), "the replaced data is archived: {listing:?}");
     assert!(!listing.iter().any(|n| n.ends_with("a.txt")), "the restored data is not: {listing:?}");
@@ -289,6 +298,37 @@ fn tampered_or_truncated_archives_are_refused_before_anything_live_changes() {
         assert_eq!(before.entries, scan_tree(&app).entries, "{name}: live data unchanged");
         assert!(leftovers(&env.data).is_empty(), "{name}: staging removed: {:?}", leftovers(&env.data));
     }
+}
+
+#[test]
+fn a_file_that_cannot_be_written_mid_extraction_fails_the_restore_and_touches_nothing_live() {
+    let env = Env::new();
+    let app = env.data_dir("app");
+    make_rich_tree(&app);
+    // Several MiB ahead of and behind the failing file, so both threads of
+    // the extraction are busy when the writing side fails.
+    for i in 0..3 {
+        fs::write(app.join(format!("big-{i}.bin")), random_bytes(3 << 20, i + 1)).unwrap();
+    }
+    snapshot_once(&env, "s", &[("app", &app)], "");
+    scribble(&app);
+    let before = scan_tree(&app);
+    env.write_manifest("r.yaml", &restore_yaml("blocked", "s", ""));
+    let out = run_bounded(
+        Command::new(BIN).args(env.run_args()).arg("--once").env("VOLSNAP_FAIL", "extract:create:private/secret"),
+        Duration::from_secs(300),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let obj = env.status(RESTORES, "blocked").unwrap();
+    env.check(phase(&obj) == "Failed", "Failed", &obj);
+    env.check(reason(&obj) == "RestoreFailed", "reason RestoreFailed", &obj);
+    let message = cond(&obj, "Succeeded").2;
+    env.check(message.contains("private/secret"), "the message names the file", &obj);
+    env.check(message.contains("injected failure"), "the message says why", &obj);
+    env.check(message.contains("not touched"), "the message says nothing live was touched", &obj);
+    assert_eq!(before.entries, scan_tree(&app).entries, "live data unchanged");
+    assert!(leftovers(&env.data).is_empty(), "staging removed: {:?}", leftovers(&env.data));
+    assert!(env.status(SNAPSHOTS, "blocked-pre-restore").is_none(), "no pre-restore snapshot");
 }
 
 #[test]
@@ -527,7 +567,7 @@ fn a_kill_at_every_journal_step_leaves_each_volume_entirely_old_or_new_after_rec
         if forward {
             // The replaced data was archived (the snapshot object went with
             // its restore; the archive is retained).
-            let pre = s.env.archive_path("r-pre-restore", "tar.gz");
+            let pre = s.env.archive_path("r-pre-restore", "tar.zst");
             assert!(pre.exists(), "{point}: pre-restore archive {} retained", pre.display());
             let listing = tar_list(&pre);
             assert!(listing.iter().any(|n| n == "volumes/0/scribbled"), "{point}: old data archived: {listing:?}");

@@ -11,7 +11,7 @@ pub use manifest::{ArchiveManifest, FORMAT_VERSION, MANIFEST_ENTRY, ManifestVolu
 pub use reader::{
     ArchiveError, EntryInfo, EntryKind, VerifyLimits, VerifyReport, VolumeReport, list, normalize_entry_name, verify,
 };
-pub use writer::{ArchiveWriter, EntryMeta, HashingWriter};
+pub use writer::{ArchiveWriter, EntryMeta, HashingWriter, ZstdTuning};
 
 use crate::api::Compression;
 

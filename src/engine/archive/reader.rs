@@ -11,6 +11,24 @@
 //! Memory is bounded: file contents are streamed and discarded, extended
 //! headers (pax `x`, GNU `L`/`K`) larger than 1 MiB are refused before the
 //! `tar` crate buffers them, and the duplicate check keeps 16 bytes per name.
+//!
+//! # Two threads
+//!
+//! A walk runs on two threads. One reads the file, hashes it (sha256) and
+//! decompresses it, in one pass; the other, the caller's, follows the tar
+//! framing, runs every check and hands the entries to the sink (the
+//! extractor writes the files there). Between them is a bounded channel of
+//! [`PIPE_DEPTH`] buffers of [`PIPE_CHUNK`] bytes, handed back for reuse, so
+//! memory stays fixed whatever the archive. Decompression and file writing
+//! then overlap: a restore runs at the speed of the slower of the two rather
+//! than their sum. Nothing about the checks changes: the checking thread sees
+//! the same decompressed bytes in the same order, and every entry still
+//! reaches the sink only after it passed. An error on either side ends both:
+//! a decompression or read error travels down the channel in the place of
+//! the data, and a checking thread that stops (a refused entry, a sink
+//! error, cancellation) drops its end, which stops the decompressing thread
+//! at its next buffer. The decompressing thread is scoped to the walk: it
+//! has always been joined when the walk returns.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -19,6 +37,9 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
@@ -36,6 +57,12 @@ pub const MAX_EXTENSION_BYTES: u64 = 1 << 20;
 const MAX_TRAILING_ZEROS: u64 = 1 << 20;
 const BLOCK: u64 = 512;
 const READ_BUFFER: usize = 256 * 1024;
+/// Size of one buffer of decompressed data handed from the decompressing
+/// thread to the checking one.
+pub const PIPE_CHUNK: usize = 256 * 1024;
+/// Buffers in flight between the two threads (the channel's bound): with
+/// the one each side holds, at most `PIPE_DEPTH + 2` buffers exist.
+pub const PIPE_DEPTH: usize = 4;
 /// Longest file name component Linux file systems hold (`NAME_MAX`).
 pub const NAME_MAX: usize = 255;
 /// Longest symlink target `symlink(2)` accepts (`PATH_MAX` less its NUL).
@@ -397,7 +424,7 @@ struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     count: u64,
-    failed: Rc<Cell<bool>>,
+    failed: Arc<AtomicBool>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -410,7 +437,7 @@ impl<R: Read> Read for HashingReader<R> {
             }
             Err(e) => {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    self.failed.set(true);
+                    self.failed.store(true, Ordering::Release);
                 }
                 Err(e)
             }
@@ -442,6 +469,133 @@ impl Decoder {
             Decoder::Gzip(d) => d.into_inner(),
             Decoder::Zstd(d) => d.finish(),
         }
+    }
+}
+
+/// What the decompressing thread sends the checking thread.
+enum Piece {
+    /// The next decompressed bytes (never empty).
+    Data(Vec<u8>),
+    /// Reading or decompressing failed here; nothing follows.
+    Failed(io::Error),
+    /// The compressed stream ended cleanly; nothing follows.
+    End,
+}
+
+/// How the decompressing thread ended, once the compressed stream did.
+enum Tail {
+    /// The checking thread stopped listening first (it failed): nothing to
+    /// report.
+    Abandoned,
+    /// Stream and file ended; the bytes after the compressed stream were
+    /// read: `Ok` with the file's sha256 and size when they were all zeros
+    /// (padding), else why not.
+    Done(Result<(String, u64), TailError>),
+}
+
+enum TailError {
+    Io(io::Error),
+    Garbage,
+}
+
+/// The decompressing thread: fills buffers from `decoder` and sends them,
+/// then checks what follows the compressed stream and finishes the hash.
+fn decompress(mut decoder: Decoder, tx: SyncSender<Piece>, spare: Receiver<Vec<u8>>) -> Tail {
+    loop {
+        let mut buf = match spare.try_recv() {
+            Ok(b) => b,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => Vec::with_capacity(PIPE_CHUNK),
+        };
+        buf.resize(PIPE_CHUNK, 0);
+        let mut n = 0;
+        let mut failed = None;
+        let mut ended = false;
+        while n < buf.len() {
+            match decoder.read(&mut buf[n..]) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if n > 0 {
+            buf.truncate(n);
+            if tx.send(Piece::Data(buf)).is_err() {
+                return Tail::Abandoned;
+            }
+        }
+        if let Some(e) = failed {
+            let _ = tx.send(Piece::Failed(e));
+            return Tail::Abandoned;
+        }
+        if ended {
+            break;
+        }
+    }
+    if tx.send(Piece::End).is_err() {
+        return Tail::Abandoned;
+    }
+    drop(tx);
+    // After the compressed stream: only zero padding, to the end of the file.
+    let mut raw = decoder.into_inner();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match raw.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if buf[..n].iter().any(|&b| b != 0) => return Tail::Done(Err(TailError::Garbage)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Tail::Done(Err(TailError::Io(e))),
+        }
+    }
+    let hashing = raw.into_inner();
+    Tail::Done(Ok((hex::encode(hashing.hasher.finalize()), hashing.count)))
+}
+
+/// The checking thread's end of the channel: the decompressed stream as a
+/// [`Read`]. Consumed buffers go back to the decompressing thread.
+struct Pipe {
+    rx: Receiver<Piece>,
+    spare: SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl Read for Pipe {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        while self.pos == self.cur.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Piece::Data(b)) => {
+                    let old = std::mem::replace(&mut self.cur, b);
+                    self.pos = 0;
+                    if old.capacity() >= PIPE_CHUNK {
+                        let _ = self.spare.try_send(old);
+                    }
+                }
+                Ok(Piece::End) => self.ended = true,
+                Ok(Piece::Failed(e)) => return Err(e),
+                Err(_) => {
+                    return Err(io::Error::other("the decompressing thread stopped before the end of the stream"));
+                }
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -639,7 +793,7 @@ fn name_key(name: &[u8]) -> [u8; 16] {
 
 struct Ctx<'a> {
     path: &'a Path,
-    file_failed: Rc<Cell<bool>>,
+    file_failed: Arc<AtomicBool>,
     early_eof: Rc<Cell<bool>>,
     current_pax: Rc<RefCell<Option<Vec<u8>>>>,
 }
@@ -651,7 +805,7 @@ impl Ctx<'_> {
 
     /// Classifies an error met while decompressing or parsing.
     fn stream(&self, e: io::Error) -> ArchiveError {
-        if self.file_failed.get() {
+        if self.file_failed.load(Ordering::Acquire) {
             self.io(e)
         } else if e.kind() == io::ErrorKind::UnexpectedEof || self.early_eof.get() {
             ArchiveError::Truncated(e.to_string())
@@ -664,7 +818,7 @@ impl Ctx<'_> {
 fn walk(path: &Path, limits: &VerifyLimits, sink: &mut dyn EntrySink) -> Result<VerifyReport, ArchiveError> {
     let ctx = Ctx {
         path,
-        file_failed: Rc::new(Cell::new(false)),
+        file_failed: Arc::new(AtomicBool::new(false)),
         early_eof: Rc::new(Cell::new(false)),
         current_pax: Rc::new(RefCell::new(None)),
     };
@@ -692,10 +846,49 @@ fn walk(path: &Path, limits: &VerifyLimits, sink: &mut dyn EntrySink) -> Result<
             Decoder::Zstd(d)
         }
     };
-    let mut archive = tar::Archive::new(TarGuard::new(decoder, ctx.early_eof.clone(), ctx.current_pax.clone()));
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel(PIPE_DEPTH);
+        let (spare_tx, spare_rx) = sync_channel(PIPE_DEPTH + 2);
+        let decompressing = std::thread::Builder::new()
+            .name("volsnap-decompress".into())
+            .spawn_scoped(scope, move || decompress(decoder, tx, spare_rx))
+            .map_err(|e| ctx.io(e))?;
+        let pipe = Pipe { rx, spare: spare_tx, cur: Vec::new(), pos: 0, ended: false };
+        // `pipe` is dropped when `check_stream` returns, which stops the
+        // decompressing thread if it is still going, before it is joined.
+        let checked = check_stream(&ctx, pipe, limits, sink);
+        let tail = decompressing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let mut report = checked?;
+        match tail {
+            Tail::Done(Ok((sha256, size))) => {
+                report.sha256 = sha256;
+                report.size_bytes = size;
+                report.compression = compression;
+                Ok(report)
+            }
+            Tail::Done(Err(TailError::Io(e))) => Err(ctx.io(e)),
+            Tail::Done(Err(TailError::Garbage)) => Err(ArchiveError::Corrupt(format!(
+                "unexpected data after the end of the {} stream",
+                compression.as_str()
+            ))),
+            Tail::Abandoned => Err(ctx.io(io::Error::other("the decompressing thread stopped early"))),
+        }
+    })
+}
+
+/// The checking side of a walk: the tar stream in `pipe`, through every
+/// check, to `sink`, up to the end of the decompressed stream. The sha256,
+/// size and compression of the report are the caller's to fill in.
+fn check_stream(
+    ctx: &Ctx<'_>,
+    pipe: Pipe,
+    limits: &VerifyLimits,
+    sink: &mut dyn EntrySink,
+) -> Result<VerifyReport, ArchiveError> {
+    let mut archive = tar::Archive::new(TarGuard::new(pipe, ctx.early_eof.clone(), ctx.current_pax.clone()));
 
     let mut w = Walker {
-        ctx: &ctx,
+        ctx,
         limits,
         seen: HashMap::new(),
         volume_pos: HashMap::new(),
@@ -720,7 +913,8 @@ fn walk(path: &Path, limits: &VerifyLimits, sink: &mut dyn EntrySink) -> Result<
     let manifest =
         w.manifest.take().ok_or_else(|| ArchiveError::ManifestMissing("the archive holds no entries".into()))?;
 
-    // The end of the tar stream, then of the compressed stream, then of the file.
+    // The end of the tar stream, then of the compressed stream (the end of
+    // the file is the decompressing thread's to check).
     let mut guard = archive.into_inner();
     if !guard.ended {
         return Err(ArchiveError::Truncated("the tar stream ends without an end-of-archive marker".into()));
@@ -744,30 +938,15 @@ fn walk(path: &Path, limits: &VerifyLimits, sink: &mut dyn EntrySink) -> Result<
     if trailing < BLOCK {
         return Err(ArchiveError::Truncated("the second block of the tar end-of-archive marker is missing".into()));
     }
-    let mut raw = guard.inner.into_inner();
-    loop {
-        let n = raw.read(&mut w.buf).map_err(|e| ctx.io(e))?;
-        if n == 0 {
-            break;
-        }
-        if w.buf[..n].iter().any(|&b| b != 0) {
-            return Err(ArchiveError::Corrupt(format!(
-                "unexpected data after the end of the {} stream",
-                compression.as_str()
-            )));
-        }
-    }
-    let hashing = raw.into_inner();
-    let volumes = w.volumes;
     Ok(VerifyReport {
         manifest,
-        compression,
-        sha256: hex::encode(hashing.hasher.finalize()),
-        size_bytes: hashing.count,
+        compression: Compression::Gzip,
+        sha256: String::new(),
+        size_bytes: 0,
         entries: w.entries,
         files: w.files,
         bytes: w.bytes,
-        volumes,
+        volumes: w.volumes,
     })
 }
 
@@ -1051,7 +1230,7 @@ impl Walker<'_> {
     }
 
     fn content_error(&self, e: io::Error, shown: &str) -> ArchiveError {
-        if e.kind() == io::ErrorKind::UnexpectedEof && !self.ctx.file_failed.get() {
+        if e.kind() == io::ErrorKind::UnexpectedEof && !self.ctx.file_failed.load(Ordering::Acquire) {
             ArchiveError::Truncated(format!("the archive ends inside the data of {shown:?}"))
         } else {
             self.ctx.stream(e)

@@ -104,6 +104,17 @@ pub struct EntryMeta<'a> {
     pub xattrs: &'a [Xattr],
 }
 
+/// zstd settings other than the default ones (level 3, on the calling
+/// thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZstdTuning {
+    /// Compression level.
+    pub level: i32,
+    /// Worker threads compressing (zstd's multithreaded mode: the output is
+    /// still one frame); 0 compresses on the calling thread.
+    pub workers: u32,
+}
+
 enum Compressor<W: Write> {
     Gzip(flate2::write::GzEncoder<HashingWriter<W>>),
     Zstd(zstd::stream::write::Encoder<'static, HashingWriter<W>>),
@@ -136,21 +147,31 @@ pub struct ArchiveWriter<W: Write> {
 impl<W: Write> ArchiveWriter<W> {
     /// Starts an archive written to `inner` with the given compression.
     pub fn new(inner: W, compression: Compression) -> io::Result<Self> {
-        let hashing = HashingWriter::new(inner);
-        let compressor = match compression {
-            Compression::Gzip => {
-                Compressor::Gzip(flate2::write::GzEncoder::new(hashing, flate2::Compression::new(GZIP_LEVEL)))
-            }
-            Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(hashing, ZSTD_LEVEL)?;
-                enc.include_checksum(true)?;
-                Compressor::Zstd(enc)
-            }
-        };
-        Ok(ArchiveWriter {
+        match compression {
+            Compression::Gzip => Ok(Self::with(Compressor::Gzip(flate2::write::GzEncoder::new(
+                HashingWriter::new(inner),
+                flate2::Compression::new(GZIP_LEVEL),
+            )))),
+            Compression::Zstd => Self::new_zstd(inner, ZstdTuning { level: ZSTD_LEVEL, workers: 0 }),
+        }
+    }
+
+    /// Starts a zstd archive with the given level and worker threads (the
+    /// restore's pre-restore snapshot, see `engine::restore`).
+    pub fn new_zstd(inner: W, tuning: ZstdTuning) -> io::Result<Self> {
+        let mut enc = zstd::stream::write::Encoder::new(HashingWriter::new(inner), tuning.level)?;
+        enc.include_checksum(true)?;
+        if tuning.workers > 0 {
+            enc.multithread(tuning.workers)?;
+        }
+        Ok(Self::with(Compressor::Zstd(enc)))
+    }
+
+    fn with(compressor: Compressor<W>) -> Self {
+        ArchiveWriter {
             out: BufWriter::with_capacity(OUT_BUFFER, compressor),
             buf: vec![0u8; COPY_BUFFER].into_boxed_slice(),
-        })
+        }
     }
 
     /// Appends a directory entry. A trailing `/` is added to `name` if missing.

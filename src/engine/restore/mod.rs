@@ -19,8 +19,8 @@
 //!    stop + swap + start.
 //! 4. **Pre-restore snapshot**: the replaced data (now in the staging or
 //!    aside directory) is archived as the snapshot `<restore>-pre-restore`,
-//!    its archive recorded in one transaction with the journal step, then
-//!    removed. The engine returns the snapshot ([`PreRestoreSnapshot`]); the
+//!    its archive (zstd -1 on worker threads, [`PRE_RESTORE_COMPRESSION`])
+//!    recorded in one transaction with the journal step, then removed. The engine returns the snapshot ([`PreRestoreSnapshot`]); the
 //!    caller creates the object. The row stays at step `Recorded` until the
 //!    caller [`acknowledge`]s the outcome, so a crash before the outcome is
 //!    written reports it again rather than running the restore twice.
@@ -82,6 +82,32 @@ pub fn acknowledge(store: &crate::store::Store, restore_uid: &str) -> Result<(),
 
 /// Suffix of the snapshot that keeps the replaced data.
 pub const PRE_RESTORE_SUFFIX: &str = "-pre-restore";
+
+/// Compression of every pre-restore snapshot, whatever that of the restored
+/// snapshot: zstd, at [`PRE_RESTORE_ZSTD_LEVEL`] on
+/// [`pre_restore_zstd_workers`] threads.
+///
+/// The pre-restore snapshot is written while the restore runs, after the
+/// swap, and the restore is `Completed` only once it is durable: its
+/// compression speed is restore time. gzip (level 6, one thread) compresses
+/// about 33 MiB/s, which made an in-place restore of a 512 MiB volume take
+/// 12 s where extracting it takes 2 s. zstd level 1 with worker threads
+/// compresses text at several hundred MiB/s and passes incompressible data
+/// through at memory speed, with a ratio close to gzip's on text. The
+/// archive is an ordinary `tar.zst` (one zstd frame with a content
+/// checksum): GNU tar (`tar --zstd -xf`), `zstd -t` and volsnap read it like
+/// any other, and its snapshot says `compression: zstd`,
+/// `format: tar+zstd`.
+pub const PRE_RESTORE_COMPRESSION: crate::api::Compression = crate::api::Compression::Zstd;
+
+/// zstd level of the pre-restore snapshot (see [`PRE_RESTORE_COMPRESSION`]).
+pub const PRE_RESTORE_ZSTD_LEVEL: i32 = 1;
+
+/// Worker threads compressing the pre-restore snapshot: one per core, at
+/// most 4 (each holds a few MiB of buffers).
+pub fn pre_restore_zstd_workers() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get().min(4) as u32).unwrap_or(2)
+}
 
 /// Headroom on the snapshot's recorded byte count before extraction is
 /// refused as a decompression bomb: 1/8 more, plus 64 MiB.

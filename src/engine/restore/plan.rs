@@ -85,7 +85,8 @@ pub struct PreRestorePlan {
     pub rel_path: String,
     /// The same, absolute (checked to lie inside the archives directory).
     pub abs_path: PathBuf,
-    /// Compression (that of the restored snapshot).
+    /// Compression: zstd ([`PRE_RESTORE_COMPRESSION`](super::PRE_RESTORE_COMPRESSION));
+    /// journals of releases before it say that of the restored snapshot.
     pub compression: Compression,
 }
 
