@@ -259,6 +259,7 @@ impl Reconciler {
                 deletion_policy: DeletionPolicy::Retain,
                 node_name: None,
                 stop_timeout_seconds: None,
+                level: None,
             },
         );
         s.metadata.namespace = Some(pre.namespace.clone());
