@@ -2,6 +2,7 @@
 //! zstd-compressed, whose first entry is `volsnap.json` and whose data lives
 //! under `volumes/<index>/`. Plain GNU tar can always read it.
 
+pub mod compress;
 mod manifest;
 pub mod pax;
 pub mod reader;

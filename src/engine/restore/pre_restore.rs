@@ -125,6 +125,7 @@ fn archive_old_data(
         manifest: &manifest,
         volumes: &volumes,
         compression: pre.compression,
+        level: None,
         dest: &pre.abs_path,
         progress: &progress,
         cancel,
