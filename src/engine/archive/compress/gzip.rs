@@ -163,17 +163,17 @@ impl<W: Write + Send + 'static> Drop for GzipEncoder<W> {
     }
 }
 
-/// A worker's state, reused from block to block.
+/// A worker's state.
 struct Deflaters {
-    /// deflate at the archive's level.
-    main: Compress,
-    /// The match finder's hash table ([`matched_bytes`]).
+    /// The archive's level.
+    level: flate2::Compression,
+    /// The match finder's hash table ([`matched_bytes`]), reused.
     table: Vec<u32>,
 }
 
 /// A worker: compresses jobs until the queue is closed.
 fn worker(jobs: &Mutex<Receiver<Job>>, pool: &BufferPool, level: flate2::Compression) {
-    let mut deflate = Deflaters { main: Compress::new(level, false), table: vec![0; 1 << MATCH_HASH_BITS] };
+    let mut deflate = Deflaters { level, table: vec![0; 1 << MATCH_HASH_BITS] };
     loop {
         let job = match jobs.lock() {
             Ok(rx) => match rx.recv() {
@@ -203,7 +203,14 @@ fn compress_block(deflate: &mut Deflaters, job: &Job, pool: &BufferPool) -> Resu
     if looks_random(data) && matched_bytes(&job.input, job.dict, &mut deflate.table) < data.len() / 100 {
         store(data, job.last, &mut out);
     } else {
-        deflate_into(&mut deflate.main, dict, data, job.last, &mut out)?;
+        // A new deflate state for every block, not one reset: zlib-rs's
+        // match finder compares past the end of the input it has (the
+        // length is cut to it afterwards, but which of two candidates wins
+        // can depend on those bytes), and after a reset they are whatever
+        // the worker compressed before. The archive's bytes would then
+        // depend on which worker took which block: not reproducible.
+        let mut main = Compress::new(deflate.level, false);
+        deflate_into(&mut main, dict, data, job.last, &mut out)?;
     }
     Ok(Block { data: out, crc, len })
 }
