@@ -2,8 +2,9 @@
 //!
 //! The calling thread frames the tar stream and hands it over in large
 //! pieces; compression runs on worker threads (our own for gzip, see
-//! [`gzip`]; libzstd's for zstd), and one more thread hashes and writes the
-//! compressed bytes ([`output`]). So the walk and the file reads overlap
+//! [`gzip`]; libzstd's for zstd, fed from a thread of its own, see
+//! [`zstd_mt`]), and one more thread hashes and writes the compressed bytes
+//! ([`output`]). So the walk and the file reads overlap
 //! with compression, hashing and writing instead of taking turns with them.
 //!
 //! The output is the same single gzip member / zstd frame as before: GNU
@@ -11,24 +12,12 @@
 
 pub(crate) mod gzip;
 pub(crate) mod output;
+pub(crate) mod zstd_mt;
 
-use std::io::{self, BufWriter, Write};
-use std::sync::Arc;
+use std::io::{self, Write};
 
 use crate::api::Compression;
 use crate::engine::archive::HashingWriter;
-use output::{BufferPool, OutputThread};
-
-/// Buffer in front of the zstd encoder: the tar framing writes 512-byte
-/// headers, which libzstd should see in larger pieces.
-const ZSTD_INPUT_BUFFER: usize = 1 << 20;
-/// Uncompressed bytes per zstd job. libzstd's default for level 3 is 8 MiB,
-/// which with the jobs in flight on every worker costs tens of MiB; 2 MiB
-/// keeps the peak RSS flat and both cores busy.
-const ZSTD_JOB_SIZE: u32 = 2 << 20;
-/// Chunks waiting for the output thread (zstd's output arrives in pieces of
-/// about 128 KiB).
-const ZSTD_OUTPUT_QUEUE: usize = 16;
 
 /// Why compression failed, apart from I/O errors on the destination (those
 /// keep their own `io::Error`, so a full disk reads as one).
@@ -62,7 +51,7 @@ pub fn workers() -> usize {
 /// A compressed, hashed stream being written to `W`.
 pub(crate) enum Compressor<W: Write + Send + 'static> {
     Gzip(gzip::GzipEncoder<W>),
-    Zstd(BufWriter<zstd::stream::write::Encoder<'static, OutputThread<W>>>),
+    Zstd(zstd_mt::ZstdEncoder<W>),
 }
 
 impl<W: Write + Send + 'static> Compressor<W> {
@@ -71,17 +60,7 @@ impl<W: Write + Send + 'static> Compressor<W> {
     pub fn new(inner: W, compression: Compression, level: u32, workers: usize) -> io::Result<Self> {
         Ok(match compression {
             Compression::Gzip => Compressor::Gzip(gzip::GzipEncoder::new(inner, level, workers)?),
-            Compression::Zstd => {
-                let out = OutputThread::start(inner, ZSTD_OUTPUT_QUEUE, Arc::new(BufferPool::default()))?;
-                let level = i32::try_from(level).map_err(|_| io::Error::other("zstd level out of range"))?;
-                let mut enc = zstd::stream::write::Encoder::new(out, level)?;
-                enc.include_checksum(true)?;
-                if workers > 1 {
-                    enc.multithread(u32::try_from(workers).unwrap_or(u32::MAX))?;
-                    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
-                }
-                Compressor::Zstd(BufWriter::with_capacity(ZSTD_INPUT_BUFFER, enc))
-            }
+            Compression::Zstd => Compressor::Zstd(zstd_mt::ZstdEncoder::new(inner, level, workers)?),
         })
     }
 
@@ -90,10 +69,7 @@ impl<W: Write + Send + 'static> Compressor<W> {
     pub fn finish(self) -> io::Result<HashingWriter<W>> {
         match self {
             Compressor::Gzip(e) => e.finish(),
-            Compressor::Zstd(b) => {
-                let enc = b.into_inner().map_err(|e| e.into_error())?;
-                Ok(enc.finish()?.finish()?.writer)
-            }
+            Compressor::Zstd(e) => e.finish(),
         }
     }
 }
