@@ -47,10 +47,11 @@ impl<W: Write + Send + 'static> ZstdEncoder<W> {
         let level = i32::try_from(level).map_err(|_| io::Error::other("zstd level out of range"))?;
         let mut enc = zstd::stream::write::Encoder::new(out, level)?;
         enc.include_checksum(true)?;
-        if workers > 1 {
-            enc.multithread(u32::try_from(workers).unwrap_or(u32::MAX))?;
-            enc.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
-        }
+        // Multithreaded even with one worker: libzstd's output is then the
+        // same for any number of workers (single-threaded mode cuts the
+        // stream differently), so the archive does not depend on the host.
+        enc.multithread(u32::try_from(workers.max(1)).unwrap_or(u32::MAX))?;
+        enc.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
         let abort = Arc::new(AtomicBool::new(false));
         let (thread_pool, thread_abort) = (Arc::clone(&pool), Arc::clone(&abort));
@@ -196,6 +197,17 @@ mod tests {
         let err = (0..200).find_map(|_| enc.write_all(&input).err()).expect("a write fails");
         assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
         drop(enc);
+    }
+
+    #[test]
+    fn output_does_not_depend_on_the_worker_count() {
+        let input = data(2 * JOB_SIZE as usize + 7);
+        let compress = |workers| {
+            let mut enc = ZstdEncoder::new(Vec::new(), 3, workers).unwrap();
+            enc.write_all(&input).unwrap();
+            enc.finish().unwrap().finish().0
+        };
+        assert!(compress(1) == compress(3));
     }
 
     #[test]
