@@ -18,13 +18,14 @@ use super::output::{BufferPool, OutputThread};
 use crate::engine::archive::HashingWriter;
 
 /// Size of the buffers handed to the feeding thread.
-const BUFFER: usize = 1 << 20;
+const BUFFER: usize = 512 << 10;
 /// Buffers waiting for the feeding thread.
-const QUEUE: usize = 4;
-/// Uncompressed bytes per zstd job. libzstd's default for level 3 is 8 MiB,
-/// which with the jobs in flight on every worker costs tens of MiB; 2 MiB
-/// keeps the peak RSS flat and the cores busy.
-const JOB_SIZE: u32 = 2 << 20;
+const QUEUE: usize = 2;
+/// Uncompressed bytes per zstd job. libzstd's default for level 3 is 8 MiB;
+/// its input and output buffers for the jobs in flight then cost tens of
+/// MiB (a 2 GiB capture peaked at 69 MiB with 2 MiB jobs, over the 64 MiB
+/// the README promises). 1 MiB keeps the peak RSS flat and the cores busy.
+const JOB_SIZE: u32 = 1 << 20;
 /// Chunks waiting for the output thread (zstd's output arrives in pieces of
 /// about 128 KiB).
 const OUTPUT_QUEUE: usize = 16;
