@@ -31,6 +31,7 @@ use super::common::{Condition, Phase, Time};
     // (mutable) snapshotTemplate.
     validation = Rule::new("self.spec == oldSelf.spec").message("spec is immutable: a snapshot is taken once; create a new VolumeSnapshot instead")
 )]
+#[x_kube(validation = Rule::new("!has(self.level) || self.compression == 'zstd' || self.level <= 9").message("level: gzip levels are 1-9 (zstd: 1-19)"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VolumeSnapshotSpec {
     /// Where the data comes from: exactly one of the fields.
@@ -42,6 +43,11 @@ pub struct VolumeSnapshotSpec {
     /// Compression of the archive.
     #[serde(default)]
     pub compression: Compression,
+    /// Compression level: gzip 1-9 (default 6), zstd 1-19 (default 3).
+    /// Higher is smaller and slower.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 19))]
+    pub level: Option<u32>,
     /// What happens to the archive when the object is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -196,6 +202,24 @@ impl Compression {
         match self {
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The levels `spec.level` may ask for. zstd's "ultra" levels 20-22 are
+    /// not offered: they need far more memory to write and to read.
+    pub fn levels(self) -> std::ops::RangeInclusive<u32> {
+        match self {
+            Compression::Gzip => 1..=9,
+            Compression::Zstd => 1..=19,
+        }
+    }
+
+    /// The level when `spec.level` is not given: what `gzip` and `zstd`
+    /// use by default.
+    pub fn default_level(self) -> u32 {
+        match self {
+            Compression::Gzip => 6,
+            Compression::Zstd => 3,
         }
     }
 }

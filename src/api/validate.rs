@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::path::{Component, Path};
 
+use super::{Compression, RestoreQuiesce, SnapshotSource};
 use super::{Object, VolumeRestoreSpec, VolumeSnapshotScheduleSpec, VolumeSnapshotSpec};
-use super::{RestoreQuiesce, SnapshotSource};
 use crate::core::schedule::CronSchedule;
 
 /// A field path and what is wrong with it.
@@ -87,7 +87,26 @@ pub fn snapshot_spec(at: &str, spec: &VolumeSnapshotSpec) -> Result<(), FieldErr
     if let Some(node) = &spec.node_name {
         dns_subdomain(node).map_err(|e| (format!("{at}.nodeName"), e))?;
     }
+    level(at, spec.compression, spec.level)?;
     stop_timeout(at, spec.stop_timeout_seconds)
+}
+
+/// `level`: within the range of the chosen compression.
+fn level(at: &str, compression: Compression, level: Option<u32>) -> Result<(), FieldError> {
+    let range = compression.levels();
+    match level {
+        Some(l) if !range.contains(&l) => Err((
+            format!("{at}.level"),
+            format!(
+                "{l} is out of range: {} levels are {} to {} (default {})",
+                compression.as_str(),
+                range.start(),
+                range.end(),
+                compression.default_level()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn source(at: &str, src: &SnapshotSource) -> Result<(), FieldError> {
@@ -359,5 +378,51 @@ mod tests {
         let (at, msg) = schedule_spec("spec", &spec("0 3 * * 8", Some("Europe/Berlin"))).unwrap_err();
         assert_eq!(at, "spec.schedule");
         assert!(msg.contains("day-of-week field \"8\""), "{msg}");
+    }
+
+    #[test]
+    fn compression_levels_are_checked_per_compression() {
+        let snapshot = |compression: Option<&str>, level: Option<u32>| -> VolumeSnapshotSpec {
+            serde_json::from_value(serde_json::json!({
+                "source": {"paths": [{"path": "/srv/app"}]},
+                "compression": compression.unwrap_or("gzip"),
+                "level": level,
+            }))
+            .unwrap()
+        };
+        // (compression, level, accepted)
+        let table: &[(Option<&str>, Option<u32>, bool)] = &[
+            (None, None, true),
+            (None, Some(1), true),
+            (None, Some(9), true),
+            (None, Some(0), false),
+            (None, Some(10), false),
+            (None, Some(19), false),
+            (Some("zstd"), None, true),
+            (Some("zstd"), Some(1), true),
+            (Some("zstd"), Some(10), true),
+            (Some("zstd"), Some(19), true),
+            (Some("zstd"), Some(0), false),
+            (Some("zstd"), Some(20), false),
+            (Some("zstd"), Some(22), false),
+        ];
+        for &(compression, level, accepted) in table {
+            let got = snapshot_spec("spec", &snapshot(compression, level));
+            assert_eq!(got.is_ok(), accepted, "{compression:?} level {level:?}: {got:?}");
+            if let Err((at, msg)) = got {
+                assert_eq!(at, "spec.level");
+                let name = compression.unwrap_or("gzip");
+                assert!(msg.contains(&format!("{name} levels are")), "{msg}");
+            }
+        }
+        // A schedule's template is the same spec, checked the same way.
+        let schedule: VolumeSnapshotScheduleSpec = serde_json::from_value(serde_json::json!({
+            "schedule": "0 3 * * *",
+            "snapshotTemplate": {"spec": {"source": {"paths": [{"path": "/srv/app"}]}, "level": 12}},
+        }))
+        .unwrap();
+        let (at, msg) = schedule_spec("spec", &schedule).unwrap_err();
+        assert_eq!(at, "spec.snapshotTemplate.spec.level");
+        assert_eq!(msg, "12 is out of range: gzip levels are 1 to 9 (default 6)");
     }
 }

@@ -379,6 +379,7 @@ mod tests {
             manifest: &manifest,
             volumes: &volumes,
             compression,
+            level: None,
             dest: &archive,
             progress: &CaptureProgress::default(),
             cancel: &AtomicBool::new(false),

@@ -134,6 +134,7 @@ mod tests {
                 deletion_policy: Default::default(),
                 node_name: node.map(Into::into),
                 stop_timeout_seconds: None,
+                level: None,
             },
         )
     }

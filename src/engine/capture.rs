@@ -47,7 +47,7 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use crate::api::{CapturedVolume, Compression};
 use crate::engine::archive::pax;
 use crate::engine::archive::{
-    ArchiveManifest, ArchiveWriter, CHECKSUM_SUFFIX, EntryMeta, MANIFEST_ENTRY, ManifestVolume, TEMP_SUFFIX, ZstdTuning,
+    ArchiveManifest, ArchiveWriter, CHECKSUM_SUFFIX, EntryMeta, MANIFEST_ENTRY, ManifestVolume, TEMP_SUFFIX,
 };
 use crate::engine::beneath::OpenDir;
 use crate::engine::xattr::{self, Xattr};
@@ -118,6 +118,8 @@ pub struct CaptureJob<'a> {
     pub volumes: &'a [CaptureVolume],
     /// Compression of the archive.
     pub compression: Compression,
+    /// Compression level (`spec.level`, validated); `None`: the default.
+    pub level: Option<u32>,
     /// Final archive path. The archive is written to a temporary sibling and
     /// renamed here only when complete and durable.
     pub dest: &'a Path,
@@ -204,13 +206,6 @@ fn parent_dir(dest: &Path) -> &Path {
 /// error on the archive, or cancellation fail it, and then neither the
 /// archive nor its temporary file is left behind.
 pub fn capture(job: CaptureJob<'_>) -> Result<CaptureOutcome, CaptureError> {
-    capture_tuned(job, None)
-}
-
-/// [`capture`], with `zstd` settings other than the defaults when given
-/// (then `job.compression` must be zstd). Used by the restore's pre-restore
-/// snapshot (`engine::restore`), which picks its own.
-pub fn capture_tuned(job: CaptureJob<'_>, zstd: Option<ZstdTuning>) -> Result<CaptureOutcome, CaptureError> {
     // Tests hold a capture here, after its volumes were checked and opened,
     // to change the paths underneath it.
     crate::engine::fault::pause("capture:start");
@@ -236,7 +231,7 @@ pub fn capture_tuned(job: CaptureJob<'_>, zstd: Option<ZstdTuning>) -> Result<Ca
     let mut guard = RemoveOnDrop(Some(temp.clone()));
     crate::engine::fault::point("capture:temp-created");
 
-    let (volumes, (file, sha256, size_bytes)) = write_archive(&job, file, zstd)?;
+    let (volumes, (file, sha256, size_bytes)) = write_archive(&job, file)?;
     file.sync_all().map_err(write_err)?;
     drop(file);
     fs::rename(&temp, dest).map_err(write_err)?;
@@ -286,11 +281,7 @@ impl Drop for RemoveOnDrop {
 
 type Finished = (File, String, u64);
 
-fn write_archive(
-    job: &CaptureJob<'_>,
-    file: File,
-    zstd: Option<ZstdTuning>,
-) -> Result<(Vec<CapturedVolume>, Finished), CaptureError> {
+fn write_archive(job: &CaptureJob<'_>, file: File) -> Result<(Vec<CapturedVolume>, Finished), CaptureError> {
     let write_err = |source: io::Error| CaptureError::Write { path: job.dest.to_path_buf(), source };
     if job.cancel.load(Ordering::Relaxed) {
         return Err(CaptureError::Cancelled);
@@ -299,11 +290,7 @@ fn write_archive(
     job.progress.bytes_total.store(0, Ordering::Relaxed);
     prescan(job)?;
 
-    let mut writer = match zstd {
-        Some(tuning) if job.compression == Compression::Zstd => ArchiveWriter::new_zstd(file, tuning),
-        _ => ArchiveWriter::new(file, job.compression),
-    }
-    .map_err(write_err)?;
+    let mut writer = ArchiveWriter::with_level(file, job.compression, job.level).map_err(write_err)?;
     let mut json = serde_json::to_vec_pretty(job.manifest)
         .map_err(|e| write_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
     json.push(b'\n');
@@ -957,7 +944,15 @@ mod tests {
         let m = manifest(vols);
         let progress = CaptureProgress::default();
         let cancel = AtomicBool::new(false);
-        capture(CaptureJob { manifest: &m, volumes: vols, compression, dest, progress: &progress, cancel: &cancel })
+        capture(CaptureJob {
+            manifest: &m,
+            volumes: vols,
+            compression,
+            level: None,
+            dest,
+            progress: &progress,
+            cancel: &cancel,
+        })
     }
 
     fn manifest(volumes: &[CaptureVolume]) -> ArchiveManifest {
@@ -981,6 +976,29 @@ mod tests {
                 (x >> 32) as u8
             })
             .collect()
+    }
+
+    /// Deterministic log-like text (compresses about 5x).
+    fn log_text(len: usize) -> Vec<u8> {
+        let noise = noise(len / 8, 3);
+        let mut out = Vec::with_capacity(len + 100);
+        for (i, chunk) in noise.chunks(4).enumerate() {
+            if out.len() >= len {
+                break;
+            }
+            let n = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], *chunk.get(3).unwrap_or(&0)]);
+            let line = format!(
+                "2026-11-23T10:{:02}:{:02}Z INFO GET /api/v1/items/{} status={} ms={}\n",
+                i / 60 % 60,
+                i % 60,
+                n % 100_000,
+                [200, 404, 500][n as usize % 3],
+                n % 2000
+            );
+            out.extend_from_slice(line.as_bytes());
+        }
+        out.truncate(len);
+        out
     }
 
     fn os(b: &[u8]) -> &std::ffi::OsStr {
@@ -1092,6 +1110,9 @@ mod tests {
         fs::create_dir_all(&v0).unwrap();
         fs::create_dir_all(&v1).unwrap();
         let long_file = build_tree(&v0);
+        // Compressible data spanning many compression blocks, next to the
+        // incompressible big.bin (the parallel compressors cut both).
+        fs::write(v0.join("app.log"), log_text(5 << 20)).unwrap();
         fs::write(v1.join("app.conf"), b"key=value\n").unwrap();
         // A hard link between volumes must not become a cross-volume link.
         fs::hard_link(v0.join("hl1"), v1.join("hl3")).unwrap();
@@ -1112,6 +1133,7 @@ mod tests {
             manifest: &m,
             volumes: &fx.vols,
             compression,
+            level: None,
             dest,
             progress: &progress,
             cancel: &cancel,
@@ -1154,8 +1176,8 @@ mod tests {
         assert_eq!(v0.symlinks, 3);
         // root, a, a/b, a/b/c, empty, dd.., dd../ee..
         assert_eq!(v0.directories, 7);
-        // a/empty.txt deep big suid secret owned hl1 a/hl2 long 255 café latin newline
-        assert_eq!(v0.files, 13);
+        // a/empty.txt deep big suid secret owned hl1 a/hl2 long 255 café latin newline app.log
+        assert_eq!(v0.files, 14);
         assert_eq!(v0.changed_during_read + v0.vanished + v0.unreadable, 0, "{:?}", v0.warnings);
         assert!(v0.warnings.is_empty(), "{:?}", v0.warnings);
         let v1 = &outcome.volumes[1];
@@ -1203,6 +1225,15 @@ mod tests {
             let owned = find(b"volumes/0/owned");
             assert_eq!((owned.uid, owned.gid), (1234, 5678));
         }
+
+        // The compressors' own tests accept it: one gzip member / zstd frame
+        // over many blocks, with its checksums.
+        let tester = match compression {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        };
+        let out = Command::new(tester).arg("-t").arg(&dest).output().unwrap();
+        assert!(out.status.success(), "{tester} -t: {}", String::from_utf8_lossy(&out.stderr));
 
         // GNU tar extracts it identically.
         let x = tempfile::tempdir().unwrap();
@@ -1276,6 +1307,57 @@ mod tests {
         full_round_trip(Compression::Zstd);
     }
 
+    /// `spec.level` reaches the compressor: the highest level writes a
+    /// smaller archive than the lowest, and both read back the same.
+    #[test]
+    fn level_changes_the_archive() {
+        let fx = fixture();
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let range = compression.levels();
+            let mut sizes = Vec::new();
+            for level in [*range.start(), *range.end()] {
+                let dest = fx.out.join(format!("level-{level}.{}", compression.extension()));
+                let m = manifest(&fx.vols);
+                let progress = CaptureProgress::default();
+                let cancel = AtomicBool::new(false);
+                let outcome = capture(CaptureJob {
+                    manifest: &m,
+                    volumes: &fx.vols,
+                    compression,
+                    level: Some(level),
+                    dest: &dest,
+                    progress: &progress,
+                    cancel: &cancel,
+                })
+                .unwrap();
+                archive::verify(&dest, &VerifyLimits::default()).unwrap();
+                sizes.push(outcome.size_bytes);
+            }
+            assert!(sizes[1] < sizes[0], "{compression:?}: sizes at the lowest and highest level: {sizes:?}");
+        }
+    }
+
+    #[test]
+    fn a_level_outside_the_range_is_refused() {
+        let fx = fixture();
+        let dest = fx.out.join("x.tar.gz");
+        let m = manifest(&fx.vols);
+        let progress = CaptureProgress::default();
+        let cancel = AtomicBool::new(false);
+        let err = capture(CaptureJob {
+            manifest: &m,
+            volumes: &fx.vols,
+            compression: Compression::Gzip,
+            level: Some(12),
+            dest: &dest,
+            progress: &progress,
+            cancel: &cancel,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("gzip level 12 is outside 1-9"), "{err}");
+        assert!(dir_names(&fx.out).is_empty());
+    }
+
     /// A user can put any bytes in a `user.*` value of their own file. One
     /// that the tar crate would read as a record of its own (a newline, then
     /// a well-formed `path` record) would make the archive unrestorable: it
@@ -1316,6 +1398,7 @@ mod tests {
             manifest: &m,
             volumes: &fx.vols,
             compression: Compression::Gzip,
+            level: None,
             dest: &dest,
             progress: &progress,
             cancel: &cancel,
@@ -1347,6 +1430,7 @@ mod tests {
                 manifest: &m,
                 volumes: &vols,
                 compression: Compression::Zstd,
+                level: None,
                 dest: &dest,
                 progress: &progress,
                 cancel: &cancel,
@@ -1459,6 +1543,7 @@ mod tests {
             manifest: &m,
             volumes: &fx.vols,
             compression: Compression::Gzip,
+            level: None,
             dest: &dest,
             progress: &progress,
             cancel: &cancel,

@@ -266,6 +266,10 @@ impl Reconciler {
                 deletion_policy: DeletionPolicy::Retain,
                 node_name: None,
                 stop_timeout_seconds: None,
+                // What the archive was written with (zstd at the pre-restore
+                // level; journals of earlier releases: gzip at its default).
+                level: (recorded.compression == crate::api::Compression::Zstd)
+                    .then_some(engine::PRE_RESTORE_ZSTD_LEVEL),
             },
         );
         s.metadata.namespace = Some(pre.namespace.clone());

@@ -259,6 +259,7 @@ impl Reconciler {
             manifest,
             volumes: resolution.volumes,
             compression: s.spec.compression,
+            level: s.spec.level,
             dest: dest.clone(),
             quiesce: (mode != QuiesceMode::None).then(|| QuiesceJob {
                 workload: self.runtime.workload(),
@@ -422,6 +423,7 @@ struct CaptureThread {
     manifest: ArchiveManifest,
     volumes: Vec<CaptureVolume>,
     compression: crate::api::Compression,
+    level: Option<u32>,
     dest: PathBuf,
     quiesce: Option<QuiesceJob>,
 }
@@ -463,6 +465,7 @@ impl CaptureThread {
                 manifest: &self.manifest,
                 volumes: &self.volumes,
                 compression: self.compression,
+                level: self.level,
                 dest: &self.dest,
                 progress,
                 cancel,

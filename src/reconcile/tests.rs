@@ -234,6 +234,7 @@ fn snapshot(
             deletion_policy: policy,
             node_name: None,
             stop_timeout_seconds: None,
+            level: None,
         },
     );
     object_meta(&mut s, name);
@@ -622,6 +623,7 @@ mod schedules {
                         deletion_policy: DeletionPolicy::Retain,
                         node_name: None,
                         stop_timeout_seconds: None,
+                        level: None,
                     },
                 },
                 retention,

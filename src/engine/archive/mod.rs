@@ -2,6 +2,7 @@
 //! zstd-compressed, whose first entry is `volsnap.json` and whose data lives
 //! under `volumes/<index>/`. Plain GNU tar can always read it.
 
+pub mod compress;
 mod manifest;
 pub mod pax;
 pub mod reader;
@@ -11,7 +12,7 @@ pub use manifest::{ArchiveManifest, FORMAT_VERSION, MANIFEST_ENTRY, ManifestVolu
 pub use reader::{
     ArchiveError, EntryInfo, EntryKind, VerifyLimits, VerifyReport, VolumeReport, list, normalize_entry_name, verify,
 };
-pub use writer::{ArchiveWriter, EntryMeta, HashingWriter, ZstdTuning};
+pub use writer::{ArchiveWriter, EntryMeta, HashingWriter};
 
 use crate::api::Compression;
 

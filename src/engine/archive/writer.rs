@@ -26,11 +26,12 @@
 //!   `path` record it would otherwise find first.
 
 use std::borrow::Cow;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
+use super::compress::{self, Compressor};
 use super::pax;
 use crate::api::Compression;
 use crate::engine::xattr::Xattr;
@@ -40,14 +41,8 @@ const BLOCK: usize = 512;
 const MAX_OCTAL_11: u64 = 0o77777777777;
 /// Largest value of a 7-digit octal field (uid, gid).
 const MAX_OCTAL_7: u64 = 0o7777777;
-/// Buffer between the tar framing and the compressor.
-const OUT_BUFFER: usize = 1 << 20;
 /// Copy buffer for file contents.
 const COPY_BUFFER: usize = 256 * 1024;
-/// gzip level.
-const GZIP_LEVEL: u32 = 6;
-/// zstd level.
-const ZSTD_LEVEL: i32 = 3;
 
 /// Counts and hashes (sha256) every byte written through it.
 pub struct HashingWriter<W: Write> {
@@ -104,74 +99,40 @@ pub struct EntryMeta<'a> {
     pub xattrs: &'a [Xattr],
 }
 
-/// zstd settings other than the default ones (level 3, on the calling
-/// thread).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ZstdTuning {
-    /// Compression level.
-    pub level: i32,
-    /// Worker threads compressing (zstd's multithreaded mode: the output is
-    /// still one frame); 0 compresses on the calling thread.
-    pub workers: u32,
-}
-
-enum Compressor<W: Write> {
-    Gzip(flate2::write::GzEncoder<HashingWriter<W>>),
-    Zstd(zstd::stream::write::Encoder<'static, HashingWriter<W>>),
-}
-
-impl<W: Write> Write for Compressor<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Compressor::Gzip(e) => e.write(buf),
-            Compressor::Zstd(e) => e.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Compressor::Gzip(e) => e.flush(),
-            Compressor::Zstd(e) => e.flush(),
-        }
-    }
-}
-
 /// Writes a compressed tar stream entry by entry, hashing the compressed
-/// bytes. Memory use is fixed (a 1 MiB output buffer, a 256 KiB copy buffer
-/// and the compressor's state), whatever the data size.
-pub struct ArchiveWriter<W: Write> {
-    out: BufWriter<Compressor<W>>,
+/// bytes. The calling thread frames the tar stream; compression runs on one
+/// thread per core and hashing and writing on one more
+/// ([`super::compress`]). Memory use is fixed (a 256 KiB copy buffer and a
+/// bounded number of blocks in flight per compression thread), whatever the
+/// data size.
+pub struct ArchiveWriter<W: Write + Send + 'static> {
+    out: Compressor<W>,
     buf: Box<[u8]>,
 }
 
-impl<W: Write> ArchiveWriter<W> {
-    /// Starts an archive written to `inner` with the given compression.
+impl<W: Write + Send + 'static> ArchiveWriter<W> {
+    /// Starts an archive written to `inner` with the given compression at
+    /// its default level.
     pub fn new(inner: W, compression: Compression) -> io::Result<Self> {
-        match compression {
-            Compression::Gzip => Ok(Self::with(Compressor::Gzip(flate2::write::GzEncoder::new(
-                HashingWriter::new(inner),
-                flate2::Compression::new(GZIP_LEVEL),
-            )))),
-            Compression::Zstd => Self::new_zstd(inner, ZstdTuning { level: ZSTD_LEVEL, workers: 0 }),
-        }
+        Self::with_level(inner, compression, None)
     }
 
-    /// Starts a zstd archive with the given level and worker threads (the
-    /// restore's pre-restore snapshot, see `engine::restore`).
-    pub fn new_zstd(inner: W, tuning: ZstdTuning) -> io::Result<Self> {
-        let mut enc = zstd::stream::write::Encoder::new(HashingWriter::new(inner), tuning.level)?;
-        enc.include_checksum(true)?;
-        if tuning.workers > 0 {
-            enc.multithread(tuning.workers)?;
+    /// Starts an archive written to `inner` with the given compression at
+    /// `level` (validated by the caller: gzip 1-9, zstd 1-19; `None` for the
+    /// default), compressing on every core.
+    pub fn with_level(inner: W, compression: Compression, level: Option<u32>) -> io::Result<Self> {
+        let level = level.unwrap_or(compression.default_level());
+        let range = compression.levels();
+        if !range.contains(&level) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} level {level} is outside {}-{}", compression.as_str(), range.start(), range.end()),
+            ));
         }
-        Ok(Self::with(Compressor::Zstd(enc)))
-    }
-
-    fn with(compressor: Compressor<W>) -> Self {
-        ArchiveWriter {
-            out: BufWriter::with_capacity(OUT_BUFFER, compressor),
+        Ok(ArchiveWriter {
+            out: Compressor::new(inner, compression, level, compress::workers())?,
             buf: vec![0u8; COPY_BUFFER].into_boxed_slice(),
-        }
+        })
     }
 
     /// Appends a directory entry. A trailing `/` is added to `name` if missing.
@@ -230,11 +191,7 @@ impl<W: Write> ArchiveWriter<W> {
     pub fn finish(self) -> io::Result<(W, String, u64)> {
         let mut out = self.out;
         out.write_all(&[0u8; 2 * BLOCK])?;
-        let compressor = out.into_inner().map_err(|e| e.into_error())?;
-        let mut hashing = match compressor {
-            Compressor::Gzip(e) => e.finish()?,
-            Compressor::Zstd(e) => e.finish()?,
-        };
+        let mut hashing = out.finish()?;
         hashing.flush()?;
         Ok(hashing.finish())
     }

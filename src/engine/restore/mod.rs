@@ -84,8 +84,8 @@ pub fn acknowledge(store: &crate::store::Store, restore_uid: &str) -> Result<(),
 pub const PRE_RESTORE_SUFFIX: &str = "-pre-restore";
 
 /// Compression of every pre-restore snapshot, whatever that of the restored
-/// snapshot: zstd, at [`PRE_RESTORE_ZSTD_LEVEL`] on
-/// [`pre_restore_zstd_workers`] threads.
+/// snapshot: zstd, at [`PRE_RESTORE_ZSTD_LEVEL`], compressed on every core
+/// as any capture is.
 ///
 /// The pre-restore snapshot is written while the restore runs, after the
 /// swap, and the restore is `Completed` only once it is durable: its
@@ -101,13 +101,7 @@ pub const PRE_RESTORE_SUFFIX: &str = "-pre-restore";
 pub const PRE_RESTORE_COMPRESSION: crate::api::Compression = crate::api::Compression::Zstd;
 
 /// zstd level of the pre-restore snapshot (see [`PRE_RESTORE_COMPRESSION`]).
-pub const PRE_RESTORE_ZSTD_LEVEL: i32 = 1;
-
-/// Worker threads compressing the pre-restore snapshot: one per core, at
-/// most 4 (each holds a few MiB of buffers).
-pub fn pre_restore_zstd_workers() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get().min(4) as u32).unwrap_or(2)
-}
+pub const PRE_RESTORE_ZSTD_LEVEL: u32 = 1;
 
 /// Headroom on the snapshot's recorded byte count before extraction is
 /// refused as a decompression bomb: 1/8 more, plus 64 MiB.

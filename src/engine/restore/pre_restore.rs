@@ -3,8 +3,8 @@
 //! object itself is the caller's to create (from the returned
 //! [`PreRestoreSnapshot`]): the engine writes no API objects.
 //!
-//! The archive is zstd level [`PRE_RESTORE_ZSTD_LEVEL`] (1) on
-//! [`pre_restore_zstd_workers`] threads whatever the restored snapshot's
+//! The archive is zstd level [`PRE_RESTORE_ZSTD_LEVEL`] (1) on every core,
+//! whatever the restored snapshot's
 //! compression, because the restore waits for it (see
 //! [`PRE_RESTORE_COMPRESSION`](super::PRE_RESTORE_COMPRESSION)); it is
 //! durable (fsynced, renamed, its directory fsynced) and recorded before
@@ -14,12 +14,12 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
+use super::PRE_RESTORE_ZSTD_LEVEL;
 use super::execute::{RestoreFailure, Sites};
 use super::plan::{JournalStep, PreRestorePlan, PreRestoreRecord, PreRestoreSnapshot, RestorePlan};
 use super::swap_state::old_data_dir;
-use super::{PRE_RESTORE_ZSTD_LEVEL, pre_restore_zstd_workers};
 use crate::api::{ArchiveStatus, Compression, PathSource, SnapshotSource, Time};
-use crate::engine::archive::{ArchiveManifest, ManifestVolume, SnapshotRef, ZstdTuning};
+use crate::engine::archive::{ArchiveManifest, ManifestVolume, SnapshotRef};
 use crate::engine::capture::{self, CaptureJob, CaptureProgress, CaptureVolume};
 use crate::engine::fault;
 use crate::store::{ArchiveRecord, JournalRow, Store};
@@ -134,21 +134,20 @@ fn archive_old_data(
     // The compression was chosen when the restore was planned (zstd, see
     // `PRE_RESTORE_COMPRESSION`; journals of earlier releases say gzip, and
     // their archive path ends in .tar.gz): zstd is written at the
-    // pre-restore level, on worker threads.
-    let tuning = ZstdTuning { level: PRE_RESTORE_ZSTD_LEVEL, workers: pre_restore_zstd_workers() };
+    // pre-restore level, on every core like any capture.
     let job = CaptureJob {
         manifest: &manifest,
         volumes: &volumes,
         compression: pre.compression,
+        level: (pre.compression == Compression::Zstd).then_some(PRE_RESTORE_ZSTD_LEVEL),
         dest: &pre.abs_path,
         progress,
         cancel,
     };
-    let outcome =
-        capture::capture_tuned(job, (pre.compression == Compression::Zstd).then_some(tuning)).map_err(|e| match e {
-            capture::CaptureError::Cancelled => ArchiveOld::Cancelled,
-            other => ArchiveOld::Failed(other.to_string()),
-        })?;
+    let outcome = capture::capture(job).map_err(|e| match e {
+        capture::CaptureError::Cancelled => ArchiveOld::Cancelled,
+        other => ArchiveOld::Failed(other.to_string()),
+    })?;
     let mut captured = outcome.volumes.clone();
     for (c, (vi, _)) in captured.iter_mut().zip(old_dirs) {
         c.path = plan.volumes[*vi].target.display().to_string();
