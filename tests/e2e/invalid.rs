@@ -101,6 +101,15 @@ fn invalid_dotdot_path() {
 }
 
 #[test]
+fn invalid_compression_level_is_named() {
+    let env = Env::new();
+    let p = data_path(&env);
+    // 10 is a zstd level, not a gzip one (gzip is the default).
+    let m = format!("{HEAD}spec:\n  source:\n    paths:\n      - path: {p}\n  level: 10\n");
+    expect_invalid_spec(&env, &m, &["spec.level", "gzip levels are 1 to 9"]);
+}
+
+#[test]
 fn invalid_volume_name() {
     let env = Env::new();
     let p = data_path(&env);
