@@ -455,6 +455,11 @@ fn restore_waits_for_its_snapshot_then_creates_the_pre_restore_snapshot() {
     assert_eq!(std::fs::read(env.data.join("file")).unwrap(), b"version 1");
     let pre = objects.snapshot("default", "r-pre-restore").expect("the pre-restore snapshot was created");
     assert_eq!(snap_reason(&pre), reasons::CAPTURED);
+    assert_eq!(
+        (pre.spec.compression, pre.spec.level),
+        (crate::api::Compression::Zstd, Some(crate::engine::restore::PRE_RESTORE_ZSTD_LEVEL)),
+        "the pre-restore snapshot says how its archive was written"
+    );
     let bound = env.store().archive("uid-r-pre-restore").unwrap().expect("its archive record is bound to its uid");
     assert_eq!(bound.name, "r-pre-restore");
     assert!(env.store().journal_get("uid-r").unwrap().is_some(), "the journal waits for the outcome to be seen");
