@@ -335,22 +335,8 @@ mod tests {
 
     use super::*;
 
-    /// Deterministic bytes: `text` of them compress well, the rest do not.
     fn mixed(len: usize) -> Vec<u8> {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut out = Vec::with_capacity(len);
-        while out.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if (out.len() / 100_000) % 2 == 0 {
-                out.extend_from_slice(format!("line {} status={} ", x % 1000, x % 7).as_bytes());
-            } else {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-        out.truncate(len);
-        out
+        super::super::test_bytes(len, 100_000)
     }
 
     fn gzip(data: &[u8], level: u32, workers: usize) -> Vec<u8> {

@@ -93,3 +93,23 @@ impl<W: Write + Send + 'static> Write for Compressor<W> {
         Ok(())
     }
 }
+
+/// Deterministic test input for the encoders: runs of `run` bytes of text
+/// (compresses well) alternating with runs of xorshift noise (does not).
+#[cfg(test)]
+pub(crate) fn test_bytes(len: usize, run: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if (out.len() / run) % 2 == 0 {
+            out.extend_from_slice(format!("line {} status={}\n", x % 1000, x % 7).as_bytes());
+        } else {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}

@@ -151,20 +151,7 @@ mod tests {
     use super::*;
 
     fn data(len: usize) -> Vec<u8> {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut out = Vec::with_capacity(len);
-        while out.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if (out.len() / 300_000) % 2 == 0 {
-                out.extend_from_slice(format!("key-{} = {}\n", x % 100, x % 7).as_bytes());
-            } else {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-        out.truncate(len);
-        out
+        super::super::test_bytes(len, 300_000)
     }
 
     #[test]
