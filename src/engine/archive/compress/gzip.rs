@@ -458,16 +458,7 @@ mod tests {
         assert!(best.len() < fast.len(), "level 9: {} bytes, level 1: {}", best.len(), fast.len());
     }
 
-    /// A destination that fails every write, as a full disk does.
-    struct Full;
-    impl Write for Full {
-        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(io::Error::from_raw_os_error(libc::ENOSPC))
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use super::super::FullDisk as Full;
 
     #[test]
     fn a_write_error_stops_the_producer_with_that_error() {

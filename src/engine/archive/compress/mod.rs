@@ -113,3 +113,17 @@ pub(crate) fn test_bytes(len: usize, run: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Test destination that fails every write with ENOSPC, as a full disk does.
+#[cfg(test)]
+pub(crate) struct FullDisk;
+
+#[cfg(test)]
+impl Write for FullDisk {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -195,16 +195,7 @@ fn run<W: Write>(
 mod tests {
     use super::*;
 
-    /// A destination that fails every write, as a full disk does.
-    struct Full;
-    impl Write for Full {
-        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(io::Error::from_raw_os_error(libc::ENOSPC))
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use super::super::FullDisk as Full;
 
     #[test]
     fn write_errors_reach_the_producer_unchanged() {

@@ -168,15 +168,7 @@ mod tests {
         assert!(child.wait().unwrap().success(), "zstd -t");
     }
 
-    struct Full;
-    impl Write for Full {
-        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(io::Error::from_raw_os_error(libc::ENOSPC))
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use super::super::FullDisk as Full;
 
     #[test]
     fn a_write_error_reaches_the_producer() {
